@@ -1,0 +1,315 @@
+//! Evaluation of an expression against one HTTP message.
+
+use std::borrow::Cow;
+
+use stopgap_proto::http1::{RequestHead, ResponseHead, Version};
+
+use super::ast::{CmpOp, Expr, Field, FieldKind, Func, Operand};
+use super::transform;
+
+/// The message a patch is evaluated against.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct HttpView<'a> {
+    /// The request head (also present when evaluating a response).
+    pub request: Option<&'a RequestHead>,
+    /// The request body within the inspection window, when collected.
+    pub body: Option<&'a [u8]>,
+    /// The response head, for response-side patches.
+    pub response: Option<&'a ResponseHead>,
+}
+
+/// What made an expression true: the field and the value that matched.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Evidence {
+    /// The field as written in the patch.
+    pub field: String,
+    /// The matching value, after transforms (may be long; callers excerpt it).
+    pub value: Vec<u8>,
+}
+
+#[derive(Debug, Clone)]
+enum Val<'a> {
+    Bytes(Cow<'a, [u8]>),
+    Num(i64),
+}
+
+impl Val<'_> {
+    fn as_num(&self) -> Option<i64> {
+        match self {
+            Val::Num(n) => Some(*n),
+            Val::Bytes(b) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
+        }
+    }
+    fn bytes(&self) -> Cow<'_, [u8]> {
+        match self {
+            Val::Bytes(b) => Cow::Borrowed(b.as_ref()),
+            Val::Num(n) => Cow::Owned(n.to_string().into_bytes()),
+        }
+    }
+}
+
+fn split_target(target: &[u8]) -> (&[u8], Option<&[u8]>) {
+    match target.iter().position(|&b| b == b'?') {
+        Some(i) => (&target[..i], Some(&target[i + 1..])),
+        None => (target, None),
+    }
+}
+
+/// The path of an absolute-form target (`http://host/path`) or the origin-form path.
+fn target_path(target: &[u8]) -> &[u8] {
+    let (path, _) = split_target(target);
+    if let Some(rest) = path
+        .strip_prefix(b"http://")
+        .or_else(|| path.strip_prefix(b"https://"))
+    {
+        return rest
+            .iter()
+            .position(|&b| b == b'/')
+            .map_or(b"/".as_slice(), |i| &rest[i..]);
+    }
+    path
+}
+
+fn named_values<'r>(
+    raw: &'r [u8],
+    headers: &'r [stopgap_proto::http1::HeaderField],
+    name: &str,
+) -> impl Iterator<Item = &'r [u8]> {
+    let name = name.as_bytes().to_vec();
+    headers
+        .iter()
+        .filter(move |h| raw[h.name.clone()].eq_ignore_ascii_case(&name))
+        .map(move |h| &raw[h.value.clone()])
+}
+
+fn query_pairs(query: &[u8]) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
+    query
+        .split(|&b| b == b'&' || b == b';')
+        .filter(|p| !p.is_empty())
+        .map(|pair| match pair.iter().position(|&b| b == b'=') {
+            Some(i) => (
+                transform::form_decode(&pair[..i]),
+                transform::form_decode(&pair[i + 1..]),
+            ),
+            None => (transform::form_decode(pair), Vec::new()),
+        })
+}
+
+impl<'a> HttpView<'a> {
+    fn field_values(&self, field: &Field) -> Vec<Val<'a>> {
+        let b = |s: &'a [u8]| Val::Bytes(Cow::Borrowed(s));
+        if let (Some(resp), true) = (self.response, field.is_response()) {
+            return match &field.kind {
+                FieldKind::Status => vec![Val::Num(i64::from(resp.status))],
+                FieldKind::ResponseHeader(name) => named_values(resp.raw(), resp.headers(), name)
+                    .map(b)
+                    .collect(),
+                FieldKind::ResponseHeaders => resp
+                    .headers()
+                    .iter()
+                    .map(|h| b(&resp.raw()[h.value.clone()]))
+                    .collect(),
+                _ => Vec::new(),
+            };
+        }
+        let Some(req) = self.request else {
+            return Vec::new();
+        };
+        let target = req.target();
+        let query = split_target(target).1;
+        match &field.kind {
+            FieldKind::Method => vec![b(req.method())],
+            FieldKind::Uri => vec![b(target)],
+            FieldKind::RawPath => vec![b(target_path(target))],
+            FieldKind::Path => {
+                let decoded = transform::url_decode(target_path(target));
+                let normalised = transform::normalize_path(&decoded, false).into_owned();
+                vec![Val::Bytes(Cow::Owned(normalised))]
+            }
+            FieldKind::Query => query.map(b).into_iter().collect(),
+            FieldKind::Version => vec![b(match req.version {
+                Version::Http10 => b"HTTP/1.0",
+                Version::Http11 => b"HTTP/1.1",
+            })],
+            FieldKind::Header(name) => named_values(req.raw(), req.headers(), name)
+                .map(b)
+                .collect(),
+            FieldKind::Headers => req
+                .headers()
+                .iter()
+                .map(|h| b(&req.raw()[h.value.clone()]))
+                .collect(),
+            FieldKind::HeaderNames => req
+                .headers()
+                .iter()
+                .map(|h| b(&req.raw()[h.name.clone()]))
+                .collect(),
+            FieldKind::Arg(name) => query
+                .into_iter()
+                .flat_map(query_pairs)
+                .filter(|(k, _)| k.eq_ignore_ascii_case(name.as_bytes()))
+                .map(|(_, v)| Val::Bytes(Cow::Owned(v)))
+                .collect(),
+            FieldKind::Args => query
+                .into_iter()
+                .flat_map(query_pairs)
+                .map(|(_, v)| Val::Bytes(Cow::Owned(v)))
+                .collect(),
+            FieldKind::ArgNames => query
+                .into_iter()
+                .flat_map(query_pairs)
+                .map(|(k, _)| Val::Bytes(Cow::Owned(k)))
+                .collect(),
+            FieldKind::Body => self.body.map(b).into_iter().collect(),
+            FieldKind::Status | FieldKind::ResponseHeader(_) | FieldKind::ResponseHeaders => {
+                Vec::new()
+            }
+        }
+    }
+
+    fn operand<'o>(&self, op: &'o Operand) -> (Vec<Val<'a>>, Option<&'o Field>) {
+        match op {
+            Operand::Field(f) => (self.field_values(f), Some(f)),
+            Operand::Call(func, inner) => {
+                let (vals, field) = self.operand(inner);
+                let out = match func {
+                    Func::Count => vec![Val::Num(vals.len() as i64)],
+                    Func::Exists => vec![Val::Num(i64::from(!vals.is_empty()))],
+                    Func::Len => vals
+                        .iter()
+                        .map(|v| Val::Num(v.bytes().len() as i64))
+                        .collect(),
+                    _ => vals
+                        .into_iter()
+                        .map(|v| Val::Bytes(Cow::Owned(apply(*func, &v.bytes()).into_owned())))
+                        .collect(),
+                };
+                (out, field)
+            }
+            Operand::Str(s) => (vec![Val::Bytes(Cow::Owned(s.clone()))], None),
+            Operand::Num(n) => (vec![Val::Num(*n)], None),
+            Operand::Bool(v) => (vec![Val::Num(i64::from(*v))], None),
+            Operand::List(_) => (Vec::new(), None),
+        }
+    }
+
+    /// Evaluates `expr`; on a match, returns the evidence of the last comparison that held.
+    #[must_use]
+    pub fn eval(&self, expr: &Expr) -> Option<Evidence> {
+        let mut evidence = Evidence::default();
+        self.eval_inner(expr, &mut evidence).then_some(evidence)
+    }
+
+    fn eval_inner(&self, expr: &Expr, ev: &mut Evidence) -> bool {
+        match expr {
+            Expr::Or(a, b) => self.eval_inner(a, ev) || self.eval_inner(b, ev),
+            Expr::And(a, b) => self.eval_inner(a, ev) && self.eval_inner(b, ev),
+            Expr::Not(a) => {
+                let mut ignored = Evidence::default();
+                let held = !self.eval_inner(a, &mut ignored);
+                if held {
+                    ev.field = format!("not {}", ignored.field);
+                }
+                held
+            }
+            Expr::Const(v) => *v,
+            Expr::Truthy(op) => {
+                let (vals, field) = self.operand(op);
+                let hit = match op {
+                    Operand::Field(_) => vals.first().cloned(),
+                    _ => vals.into_iter().find(|v| v.as_num().unwrap_or(0) != 0),
+                };
+                match hit {
+                    Some(v) => {
+                        record(ev, field, &v);
+                        true
+                    }
+                    None => false,
+                }
+            }
+            Expr::Compare {
+                lhs,
+                op,
+                rhs,
+                regex,
+            } => {
+                let (vals, field) = self.operand(lhs);
+                for v in &vals {
+                    if compare(v, *op, rhs, regex.as_ref()) {
+                        record(ev, field, v);
+                        return true;
+                    }
+                }
+                false
+            }
+        }
+    }
+}
+
+fn record(ev: &mut Evidence, field: Option<&Field>, v: &Val<'_>) {
+    ev.field = field.map(|f| f.name.clone()).unwrap_or_default();
+    ev.value = v.bytes().into_owned();
+}
+
+fn compare(v: &Val<'_>, op: CmpOp, rhs: &Operand, regex: Option<&regex::bytes::Regex>) -> bool {
+    let num_cmp = |f: fn(i64, i64) -> bool| match (v.as_num(), rhs) {
+        (Some(a), Operand::Num(b)) => f(a, *b),
+        _ => false,
+    };
+    let bytes = v.bytes();
+    let lit = |f: fn(&[u8], &[u8]) -> bool| match rhs {
+        Operand::Str(s) => f(&bytes, s),
+        _ => false,
+    };
+    match op {
+        CmpOp::Eq | CmpOp::Ne => {
+            let equal = match rhs {
+                Operand::Num(n) => v.as_num() == Some(*n),
+                Operand::Bool(b) => v.as_num() == Some(i64::from(*b)),
+                Operand::Str(s) => bytes.as_ref() == s.as_slice(),
+                _ => false,
+            };
+            equal == (op == CmpOp::Eq)
+        }
+        CmpOp::Matches => regex.is_some_and(|r| r.is_match(&bytes)),
+        CmpOp::NotMatches => regex.is_some_and(|r| !r.is_match(&bytes)),
+        CmpOp::Contains => lit(|h, n| memmem(h, n)),
+        CmpOp::StartsWith => lit(<[u8]>::starts_with),
+        CmpOp::EndsWith => lit(<[u8]>::ends_with),
+        CmpOp::In => match rhs {
+            Operand::List(items) => items.iter().any(|item| match item {
+                Operand::Str(s) => bytes.as_ref() == s.as_slice(),
+                Operand::Num(n) => v.as_num() == Some(*n),
+                _ => false,
+            }),
+            _ => false,
+        },
+        CmpOp::Lt => num_cmp(|a, b| a < b),
+        CmpOp::Le => num_cmp(|a, b| a <= b),
+        CmpOp::Gt => num_cmp(|a, b| a > b),
+        CmpOp::Ge => num_cmp(|a, b| a >= b),
+    }
+}
+
+fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Applies a byte transform.
+#[must_use]
+pub fn apply(func: Func, input: &[u8]) -> Cow<'_, [u8]> {
+    match func {
+        Func::Lower => Cow::Owned(input.to_ascii_lowercase()),
+        Func::Upper => Cow::Owned(input.to_ascii_uppercase()),
+        Func::UrlDecode => transform::url_decode(input),
+        Func::UrlDecodeUni => transform::url_decode_uni(input),
+        Func::NormalizePath => transform::normalize_path(input, false),
+        Func::NormalizePathWin => transform::normalize_path(input, true),
+        Func::HtmlEntityDecode => transform::html_entity_decode(input),
+        Func::Base64Decode => transform::base64_decode(input),
+        Func::CompressWs => transform::compress_ws(input),
+        Func::RemoveWs => transform::remove_ws(input),
+        Func::Trim => transform::trim(input),
+        Func::Len | Func::Count | Func::Exists => Cow::Borrowed(input),
+    }
+}

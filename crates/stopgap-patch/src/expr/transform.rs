@@ -1,0 +1,293 @@
+//! Transforms: byte-string functions applied to field values before comparison.
+//!
+//! Each is total (never fails): input it cannot decode is kept as it is, the way the products
+//! that are protected keep it.
+
+use std::borrow::Cow;
+
+use base64::Engine as _;
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+/// Percent-decodes once; `+` is kept; invalid escapes are kept as they are.
+#[must_use]
+pub fn url_decode(input: &[u8]) -> Cow<'_, [u8]> {
+    url_decode_impl(input, false)
+}
+
+/// Percent-decodes once, with IIS `%uXXXX` (encoded as UTF-8) as well.
+#[must_use]
+pub fn url_decode_uni(input: &[u8]) -> Cow<'_, [u8]> {
+    url_decode_impl(input, true)
+}
+
+fn url_decode_impl(input: &[u8], uni: bool) -> Cow<'_, [u8]> {
+    if !input.contains(&b'%') {
+        return Cow::Borrowed(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] == b'%' {
+            if let (Some(h), Some(l)) = (
+                input.get(i + 1).copied().and_then(hex),
+                input.get(i + 2).copied().and_then(hex),
+            ) {
+                out.push(h << 4 | l);
+                i += 3;
+                continue;
+            }
+            if uni && matches!(input.get(i + 1), Some(b'u' | b'U')) {
+                let digits: Option<Vec<u8>> = (2..6)
+                    .map(|k| input.get(i + k).copied().and_then(hex))
+                    .collect();
+                if let Some(d) = digits {
+                    let code = d.iter().fold(0u32, |acc, &x| acc << 4 | u32::from(x));
+                    let ch = char::from_u32(code).unwrap_or('\u{fffd}');
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    i += 6;
+                    continue;
+                }
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// Form decoding for query arguments: `+` is a space, then percent-decoding.
+#[must_use]
+pub fn form_decode(input: &[u8]) -> Vec<u8> {
+    let plus: Vec<u8> = input
+        .iter()
+        .map(|&b| if b == b'+' { b' ' } else { b })
+        .collect();
+    url_decode(&plus).into_owned()
+}
+
+/// Removes dot segments and merges repeated slashes (RFC 3986 §5.2.4). With `backslash`, `\` is
+/// a separator too (as IIS parses paths). The result always starts with `/` when the input did.
+#[must_use]
+pub fn normalize_path(input: &[u8], backslash: bool) -> Cow<'_, [u8]> {
+    let is_sep = |b: u8| b == b'/' || (backslash && b == b'\\');
+    let mut segments: Vec<&[u8]> = Vec::new();
+    let absolute = input.first().is_some_and(|&b| is_sep(b));
+    let trailing = input.last().is_some_and(|&b| is_sep(b))
+        || input.ends_with(b"/.")
+        || input.ends_with(b"/..");
+    for seg in input.split(|&b| is_sep(b)) {
+        match seg {
+            b"" | b"." => {}
+            b".." => {
+                segments.pop();
+            }
+            s => segments.push(s),
+        }
+    }
+    let mut out = Vec::with_capacity(input.len());
+    if absolute {
+        out.push(b'/');
+    }
+    for (i, s) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push(b'/');
+        }
+        out.extend_from_slice(s);
+    }
+    if trailing && !segments.is_empty() {
+        out.push(b'/');
+    }
+    if out == input {
+        Cow::Borrowed(input)
+    } else {
+        Cow::Owned(out)
+    }
+}
+
+/// Decodes HTML character references: named (`&lt; &gt; &amp; &quot; &apos; &nbsp;`),
+/// decimal `&#65;` and hex `&#x41;`, with or without the closing `;`.
+#[must_use]
+pub fn html_entity_decode(input: &[u8]) -> Cow<'_, [u8]> {
+    if !input.contains(&b'&') {
+        return Cow::Borrowed(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    'outer: while i < input.len() {
+        if input[i] == b'&' {
+            let rest = &input[i + 1..];
+            for (name, ch) in [
+                (&b"lt"[..], '<'),
+                (b"gt", '>'),
+                (b"amp", '&'),
+                (b"quot", '"'),
+                (b"apos", '\''),
+                (b"nbsp", '\u{a0}'),
+            ] {
+                if rest.len() >= name.len() && rest[..name.len()].eq_ignore_ascii_case(name) {
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    i += 1 + name.len() + usize::from(rest.get(name.len()) == Some(&b';'));
+                    continue 'outer;
+                }
+            }
+            if rest.first() == Some(&b'#') {
+                let (radix, start) = if matches!(rest.get(1), Some(b'x' | b'X')) {
+                    (16, 2)
+                } else {
+                    (10, 1)
+                };
+                let digits = rest[start..]
+                    .iter()
+                    .take_while(|b| b.is_ascii_hexdigit() && (radix == 16 || b.is_ascii_digit()))
+                    .count()
+                    .min(8);
+                if digits > 0 {
+                    let text = std::str::from_utf8(&rest[start..start + digits]).unwrap_or("0");
+                    let code = u32::from_str_radix(text, radix).unwrap_or(0xfffd);
+                    let ch = char::from_u32(code).unwrap_or('\u{fffd}');
+                    let mut buf = [0u8; 4];
+                    out.extend_from_slice(ch.encode_utf8(&mut buf).as_bytes());
+                    let end = start + digits;
+                    i += 1 + end + usize::from(rest.get(end) == Some(&b';'));
+                    continue;
+                }
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
+/// Base64-decodes (standard or URL-safe alphabet, padding optional, whitespace ignored);
+/// input that is not base64 is kept as it is.
+#[must_use]
+pub fn base64_decode(input: &[u8]) -> Cow<'_, [u8]> {
+    let cleaned: Vec<u8> = input
+        .iter()
+        .copied()
+        .filter(|b| !b.is_ascii_whitespace() && *b != b'=')
+        .collect();
+    let engines = [
+        base64::engine::general_purpose::STANDARD_NO_PAD,
+        base64::engine::general_purpose::URL_SAFE_NO_PAD,
+    ];
+    for engine in engines {
+        if let Ok(decoded) = engine.decode(&cleaned) {
+            return Cow::Owned(decoded);
+        }
+    }
+    Cow::Borrowed(input)
+}
+
+/// Collapses each run of whitespace into one space.
+#[must_use]
+pub fn compress_ws(input: &[u8]) -> Cow<'_, [u8]> {
+    let mut out = Vec::with_capacity(input.len());
+    let mut in_ws = false;
+    for &b in input {
+        if b.is_ascii_whitespace() || b == 0x0b {
+            if !in_ws {
+                out.push(b' ');
+            }
+            in_ws = true;
+        } else {
+            out.push(b);
+            in_ws = false;
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Removes all whitespace.
+#[must_use]
+pub fn remove_ws(input: &[u8]) -> Cow<'_, [u8]> {
+    Cow::Owned(
+        input
+            .iter()
+            .copied()
+            .filter(|b| !b.is_ascii_whitespace() && *b != 0x0b)
+            .collect(),
+    )
+}
+
+/// Strips leading and trailing whitespace.
+#[must_use]
+pub fn trim(input: &[u8]) -> Cow<'_, [u8]> {
+    Cow::Borrowed(input.trim_ascii())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_decode_once_only() {
+        assert_eq!(&*url_decode(b"/icons/.%2e/%2E%2e"), b"/icons/../..");
+        assert_eq!(
+            &*url_decode(b"%%32%65"),
+            b"%2e",
+            "one pass leaves the inner escape"
+        );
+        assert_eq!(&*url_decode(&url_decode(b"%%32%65")), b".");
+        assert_eq!(&*url_decode(b"100%"), b"100%", "invalid escape kept");
+        assert_eq!(&*url_decode(b"a+b"), b"a+b");
+    }
+
+    #[test]
+    fn url_decode_uni_handles_iis_escapes() {
+        assert_eq!(&*url_decode_uni(b"%u002e%u002E/x"), b"../x");
+        assert_eq!(&*url_decode_uni(b"%u00e9"), "é".as_bytes());
+        assert_eq!(&*url_decode_uni(b"%uZZ"), b"%uZZ");
+    }
+
+    #[test]
+    fn form_decode_plus_is_space() {
+        assert_eq!(form_decode(b"a+b%21"), b"a b!");
+    }
+
+    #[test]
+    fn normalize_path_resolves_dots_and_slashes() {
+        assert_eq!(&*normalize_path(b"/a/b/../c/./d", false), b"/a/c/d");
+        assert_eq!(
+            &*normalize_path(b"/icons/../../../etc/passwd", false),
+            b"/etc/passwd"
+        );
+        assert_eq!(&*normalize_path(b"//a///b/", false), b"/a/b/");
+        assert_eq!(&*normalize_path(b"/a\\..\\b", false), b"/a\\..\\b");
+        assert_eq!(&*normalize_path(b"/a\\..\\b", true), b"/b");
+        assert_eq!(&*normalize_path(b"/", false), b"/");
+    }
+
+    #[test]
+    fn html_entities() {
+        assert_eq!(&*html_entity_decode(b"&lt;script&gt;"), b"<script>");
+        assert_eq!(&*html_entity_decode(b"&#x41;&#66;&#67"), b"ABC");
+        assert_eq!(&*html_entity_decode(b"a & b"), b"a & b");
+    }
+
+    #[test]
+    fn base64_both_alphabets_and_garbage() {
+        assert_eq!(&*base64_decode(b"aGVsbG8="), b"hello");
+        assert_eq!(&*base64_decode(b"aGVsbG8"), b"hello");
+        assert_eq!(&*base64_decode(b"-_8"), &[0xfb, 0xff][..]);
+        assert_eq!(&*base64_decode(b"not base64!"), b"not base64!");
+    }
+
+    #[test]
+    fn whitespace_transforms() {
+        assert_eq!(&*compress_ws(b"() {   :;   }"), b"() { :; }");
+        assert_eq!(&*remove_ws(b"() {   :; }"), b"(){:;}");
+        assert_eq!(&*trim(b"  x y \t"), b"x y");
+    }
+}

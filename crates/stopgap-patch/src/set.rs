@@ -1,0 +1,114 @@
+//! The compiled, immutable set of applied patches.
+
+use std::sync::Arc;
+
+use crate::file::{Mode, Patch, Phase};
+use crate::prefilter::{required_literals, Prefilter};
+
+/// One applied patch in a set, with the mode it is applied in.
+#[derive(Debug, Clone)]
+pub struct Applied {
+    /// The patch.
+    pub patch: Arc<Patch>,
+    /// The mode in force (may differ from the file's).
+    pub mode: Mode,
+}
+
+/// An immutable snapshot of the applied patches, with one prefilter per phase.
+///
+/// Built whole, then swapped in at once by the data plane; open connections see it from their
+/// next message.
+#[derive(Debug, Clone)]
+pub struct PatchSet {
+    /// Generation number (bumped on every successful rebuild).
+    pub generation: u64,
+    request: Vec<Applied>,
+    response: Vec<Applied>,
+    request_filter: Prefilter,
+    response_filter: Prefilter,
+    any_body: bool,
+}
+
+impl PatchSet {
+    /// Builds a set from applied patches.
+    #[must_use]
+    pub fn new(generation: u64, applied: Vec<Applied>) -> Self {
+        let (request, response): (Vec<_>, Vec<_>) = applied
+            .into_iter()
+            .partition(|a| a.patch.phase == Phase::Request);
+        let filter = |list: &[Applied]| {
+            let sets: Vec<_> = list
+                .iter()
+                .map(|a| required_literals(&a.patch.when))
+                .collect();
+            Prefilter::new(&sets)
+        };
+        Self {
+            generation,
+            any_body: request.iter().any(|a| a.patch.needs_body),
+            request_filter: filter(&request),
+            response_filter: filter(&response),
+            request,
+            response,
+        }
+    }
+
+    /// A set with every patch in the mode its file states.
+    #[must_use]
+    pub fn from_patches(generation: u64, patches: Vec<Patch>) -> Self {
+        let applied = patches
+            .into_iter()
+            .map(|p| Applied {
+                mode: p.mode,
+                patch: Arc::new(p),
+            })
+            .collect();
+        Self::new(generation, applied)
+    }
+
+    /// An empty set.
+    #[must_use]
+    pub fn empty() -> Self {
+        Self::new(0, Vec::new())
+    }
+
+    /// Request-phase patches.
+    #[must_use]
+    pub fn request_patches(&self) -> &[Applied] {
+        &self.request
+    }
+
+    /// Response-phase patches.
+    #[must_use]
+    pub fn response_patches(&self) -> &[Applied] {
+        &self.response
+    }
+
+    /// Whether any request patch reads the body.
+    #[must_use]
+    pub fn any_needs_body(&self) -> bool {
+        self.any_body
+    }
+
+    /// Marks the request patches to evaluate for a message made of `haystacks`.
+    pub fn request_candidates(&self, haystacks: &[&[u8]], hits: &mut Vec<bool>) {
+        self.request_filter.candidates(haystacks, hits);
+    }
+
+    /// Marks the response patches to evaluate.
+    pub fn response_candidates(&self, haystacks: &[&[u8]], hits: &mut Vec<bool>) {
+        self.response_filter.candidates(haystacks, hits);
+    }
+
+    /// Number of applied patches.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.request.len() + self.response.len()
+    }
+
+    /// Whether no patch is applied.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}

@@ -1,0 +1,162 @@
+//! Parser, evaluator and diagnostics tests.
+
+use std::path::Path;
+
+use stopgap_proto::http1::{parse_request_head, Limits};
+
+use crate::expr::{parse, HttpView};
+use crate::parse_patch;
+
+fn eval(src: &str, request: &[u8]) -> bool {
+    let head = parse_request_head(request, &Limits::default())
+        .unwrap()
+        .unwrap();
+    let body = &request[head.raw().len()..];
+    let view = HttpView {
+        request: Some(&head),
+        body: Some(body),
+        response: None,
+    };
+    view.eval(&parse(src).unwrap()).is_some()
+}
+
+const REQ: &[u8] = b"GET /a/../b%2e?x=1&y=%24%7Bz%7D&x=two HTTP/1.1\r\nHost: h\r\nRange: bytes=0-18446744073709551615\r\nX-A: one\r\nX-A: two\r\n\r\n";
+
+#[test]
+fn precedence_and_parentheses() {
+    assert!(eval(
+        r#"http.request.method == "GET" or http.request.method == "PUT" and false"#,
+        REQ
+    ));
+    assert!(!eval(
+        r#"(http.request.method == "GET" or http.request.method == "PUT") and false"#,
+        REQ
+    ));
+    assert!(eval(r#"not http.request.method == "POST""#, REQ));
+    assert!(!eval(r#"not not http.request.method == "POST""#, REQ));
+}
+
+#[test]
+fn fields() {
+    assert!(eval(r#"http.request.uri starts_with "/a/../""#, REQ));
+    assert!(eval(r#"http.request.raw_path == "/a/../b%2e""#, REQ));
+    assert!(eval(r#"http.request.path == "/b.""#, REQ));
+    assert!(eval(r#"http.request.query contains "y=""#, REQ));
+    assert!(eval(r#"http.request.arg("y") == "${z}""#, REQ));
+    assert!(
+        eval(r#"http.request.arg("x") == "two""#, REQ),
+        "any value of a repeated arg"
+    );
+    assert!(eval(r#"count(http.request.arg("x")) == 2"#, REQ));
+    assert!(eval(r#"http.request.header("x-a") == "two""#, REQ));
+    assert!(eval(r#"count(http.request.header("X-A")) > 1"#, REQ));
+    assert!(eval(
+        r#"http.request.header_names in ["Range", "Nope"]"#,
+        REQ
+    ));
+    assert!(eval(
+        r#"http.request.header("range") ~ r"[1-9][0-9]{18,}""#,
+        REQ
+    ));
+    assert!(!eval(r#"exists(http.request.header("cookie"))"#, REQ));
+    assert!(eval(r#"http.request.header("host")"#, REQ));
+    assert!(eval(r#"len(http.request.header("host")) == 1"#, REQ));
+    assert!(eval(r#"http.request.version == "HTTP/1.1""#, REQ));
+}
+
+#[test]
+fn transforms_chain() {
+    assert!(eval(
+        r#"url_decode(url_decode(http.request.raw_path)) contains "b.""#,
+        REQ
+    ));
+    assert!(eval(r#"lower(http.request.header("x-a")) in ["one"]"#, REQ));
+    assert!(eval(
+        r#"normalize_path(http.request.raw_path) == "/b%2e""#,
+        REQ
+    ));
+}
+
+#[test]
+fn body_field() {
+    let req = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\n{\"a\":\"b\"}";
+    assert!(eval(r#"http.request.body contains "\"a\"""#, req));
+}
+
+#[test]
+fn syntax_errors_are_located() {
+    let cases = [
+        (
+            r#"http.request.header("range") rnage "x""#,
+            29,
+            "expected an operator, found `rnage`",
+        ),
+        (
+            r#"http.request.pth == "x""#,
+            0,
+            "unknown field `http.request.pth`",
+        ),
+        (r#"http.request.uri ~ r"(""#, 19, "invalid regex"),
+        (
+            r#"http.request.uri == "x" and"#,
+            27,
+            "expected a field, function or literal",
+        ),
+        (r#"lowr(http.request.uri) == "x""#, 0, "unknown name `lowr`"),
+        (
+            r#"http.request.uri == http.request.path"#,
+            20,
+            "expected a string or number on the right",
+        ),
+        (r#"(http.request.uri == "x""#, 24, "expected `)`"),
+        (r#"http.request.header == "x""#, 0, "needs a name"),
+        (
+            r#""x" == http.request.uri"#,
+            4,
+            "the left side of a comparison must read a field",
+        ),
+    ];
+    for (src, at, msg) in cases {
+        let err = parse(src).unwrap_err();
+        assert_eq!(err.span.start, at, "{src}: {err:?}");
+        assert!(err.message.contains(msg), "{src}: {}", err.message);
+        assert!(!err.hint.is_empty());
+    }
+}
+
+#[test]
+fn patch_file_errors_name_line_and_column() {
+    let src = "id = \"SG-2015-1635\"\ntitle = \"t\"\nseverity = \"critical\"\nprotocol = \"http\"\n[applies]\nproduct = \"microsoft:iis\"\nversions = \"*\"\n[rule]\nwhen = 'http.request.header(\"range\") rnage \"x\"'\naction = \"reject\"\n";
+    let errs = parse_patch(Path::new("p.toml"), src).unwrap_err();
+    assert_eq!(errs.len(), 1);
+    let text = errs[0].to_string();
+    assert!(
+        text.starts_with("p.toml:9:38: error: expected an operator, found `rnage`"),
+        "{text}"
+    );
+    assert!(text.contains("hint:"), "{text}");
+}
+
+#[test]
+fn patch_file_reports_every_problem() {
+    let src = "id = \"CVE-1\"\ntitle = \"t\"\nseverity = \"urgent\"\nprotocol = \"gopher\"\n[applies]\nproduct = \"iis\"\nversions = \"*\"\n[rule]\nwhen = 'http.request.uri == \"x\"'\naction = \"explode\"\nstatus = 200\n";
+    let errs = parse_patch(Path::new("p.toml"), src).unwrap_err();
+    let all: Vec<String> = errs
+        .iter()
+        .map(|e| format!("{}:{} {}", e.line, e.col, e.message))
+        .collect();
+    assert_eq!(all.len(), 5, "{all:#?}");
+    assert!(all[0].starts_with("1:6 invalid patch id"));
+    assert!(all.iter().any(|e| e.starts_with("3:12 unknown severity")));
+    assert!(all.iter().any(|e| e.contains("unsupported protocol")));
+    assert!(all.iter().any(|e| e.contains("not `vendor:product`")));
+    assert!(all.iter().any(|e| e.starts_with("10:10 unknown action")));
+}
+
+#[test]
+fn unknown_keys_are_rejected_with_location() {
+    let src = "id = \"SG-2015-1635\"\ntitle = \"t\"\nseverity = \"low\"\nprotocol = \"http\"\nbogus = 1\n[applies]\nproduct = \"a:b\"\nversions = \"*\"\n[rule]\nwhen = 'http.request.uri == \"x\"'\naction = \"log\"\n";
+    let errs = parse_patch(Path::new("p.toml"), src).unwrap_err();
+    assert_eq!(errs[0].line, 5, "{}", errs[0]);
+    assert!(errs[0].message.contains("bogus"), "{}", errs[0]);
+}

@@ -1,0 +1,669 @@
+//! Request and response heads, and message framing (RFC 9112 §2–§7).
+
+use std::ops::Range;
+
+use super::anomaly;
+
+/// Size limits applied while parsing heads and chunked framing.
+///
+/// Each has a `DEFAULT_` constant; the gateway's configuration may change them within the
+/// `MIN_`/`MAX_` bounds that the configuration layer enforces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request line, CRLF excluded; longer → `414`.
+    pub max_request_line: usize,
+    /// Largest head (start line, fields and the blank line); larger → `431`.
+    pub max_head: usize,
+    /// Most header fields in one head; more → `431`.
+    pub max_headers: usize,
+    /// Longest chunk-size line including extensions; longer → `400`.
+    pub max_chunk_line: usize,
+    /// Largest trailer section; larger → `400`.
+    pub max_trailer: usize,
+}
+
+impl Limits {
+    /// Default longest request line (8 KiB, as nginx and Apache).
+    pub const DEFAULT_MAX_REQUEST_LINE: usize = 8 * 1024;
+    /// Default largest head (32 KiB).
+    pub const DEFAULT_MAX_HEAD: usize = 32 * 1024;
+    /// Default most header fields (100, as Apache's LimitRequestFields).
+    pub const DEFAULT_MAX_HEADERS: usize = 100;
+    /// Default longest chunk-size line (1 KiB).
+    pub const DEFAULT_MAX_CHUNK_LINE: usize = 1024;
+    /// Default largest trailer section (8 KiB).
+    pub const DEFAULT_MAX_TRAILER: usize = 8 * 1024;
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_request_line: Self::DEFAULT_MAX_REQUEST_LINE,
+            max_head: Self::DEFAULT_MAX_HEAD,
+            max_headers: Self::DEFAULT_MAX_HEADERS,
+            max_chunk_line: Self::DEFAULT_MAX_CHUNK_LINE,
+            max_trailer: Self::DEFAULT_MAX_TRAILER,
+        }
+    }
+}
+
+/// A head that cannot be forwarded; the connection must be answered and closed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HeadError {
+    /// The request line exceeds [`Limits::max_request_line`].
+    #[error("request line longer than {limit} bytes")]
+    RequestLineTooLong {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// The head exceeds [`Limits::max_head`].
+    #[error("header block larger than {limit} bytes")]
+    HeadTooLarge {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// More than [`Limits::max_headers`] fields.
+    #[error("more than {limit} header fields")]
+    TooManyHeaders {
+        /// The limit in force.
+        limit: usize,
+    },
+    /// A line ends with LF alone.
+    #[error("bare LF at byte {offset}: lines must end with CRLF")]
+    BareLf {
+        /// Offset of the LF in the head.
+        offset: usize,
+    },
+    /// A CR not followed by LF.
+    #[error("bare CR at byte {offset}")]
+    BareCr {
+        /// Offset of the CR in the head.
+        offset: usize,
+    },
+    /// The head does not follow the grammar.
+    #[error("malformed head: {what}")]
+    Malformed {
+        /// What the parser expected.
+        what: &'static str,
+    },
+    /// The request target has a byte outside the allowed set.
+    #[error("invalid byte 0x{byte:02x} in request target")]
+    InvalidTarget {
+        /// The offending byte.
+        byte: u8,
+    },
+    /// HTTP/1.1 request without Host, or with several.
+    #[error("HTTP/1.1 request needs exactly one Host header, found {found}")]
+    HostHeader {
+        /// How many Host fields were present.
+        found: usize,
+    },
+}
+
+impl HeadError {
+    /// The status a safe front end answers with before closing.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::RequestLineTooLong { .. } => 414,
+            Self::HeadTooLarge { .. } | Self::TooManyHeaders { .. } => 431,
+            _ => 400,
+        }
+    }
+
+    /// The stable anomaly name of this error.
+    #[must_use]
+    pub fn anomaly(&self) -> &'static str {
+        match self {
+            Self::RequestLineTooLong { .. } => anomaly::REQUEST_LINE_TOO_LONG,
+            Self::HeadTooLarge { .. } => anomaly::HEAD_TOO_LARGE,
+            Self::TooManyHeaders { .. } => anomaly::TOO_MANY_HEADERS,
+            Self::BareLf { .. } => anomaly::BARE_LF,
+            Self::BareCr { .. } => anomaly::BARE_CR,
+            Self::Malformed { .. } => anomaly::MALFORMED_HEAD,
+            Self::InvalidTarget { .. } => anomaly::INVALID_TARGET,
+            Self::HostHeader { .. } => anomaly::HOST_HEADER,
+        }
+    }
+}
+
+/// The framing of a message cannot be determined safely.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FramingError {
+    /// Both Content-Length and Transfer-Encoding are present.
+    #[error("both Content-Length and Transfer-Encoding")]
+    ContentLengthAndTransferEncoding,
+    /// Content-Length is not a single run of digits, is repeated, or overflows.
+    #[error("invalid Content-Length: {why}")]
+    InvalidContentLength {
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// Transfer-Encoding is malformed or `chunked` is not its last element exactly once.
+    #[error("invalid Transfer-Encoding: {why}")]
+    InvalidTransferEncoding {
+        /// What is wrong with it.
+        why: &'static str,
+    },
+    /// A transfer coding the gateway does not implement.
+    #[error("unknown transfer coding")]
+    UnknownTransferCoding,
+    /// Transfer-Encoding on an HTTP/1.0 message.
+    #[error("Transfer-Encoding in an HTTP/1.0 message")]
+    TransferEncodingInHttp10,
+}
+
+impl FramingError {
+    /// The status a safe front end answers with before closing.
+    #[must_use]
+    pub fn status(&self) -> u16 {
+        match self {
+            Self::UnknownTransferCoding => 501,
+            _ => 400,
+        }
+    }
+
+    /// The stable anomaly name of this error.
+    #[must_use]
+    pub fn anomaly(&self) -> &'static str {
+        match self {
+            Self::ContentLengthAndTransferEncoding => anomaly::CL_AND_TE,
+            Self::InvalidContentLength { .. } => anomaly::INVALID_CONTENT_LENGTH,
+            Self::InvalidTransferEncoding { .. } => anomaly::INVALID_TRANSFER_ENCODING,
+            Self::UnknownTransferCoding => anomaly::UNKNOWN_TRANSFER_CODING,
+            Self::TransferEncodingInHttp10 => anomaly::TRANSFER_ENCODING_HTTP10,
+        }
+    }
+}
+
+/// HTTP version of a message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Version {
+    /// HTTP/1.0
+    Http10,
+    /// HTTP/1.1
+    Http11,
+}
+
+/// How a message body is delimited (RFC 9112 §6.3).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Framing {
+    /// No body.
+    None,
+    /// Exactly this many bytes.
+    Length(u64),
+    /// Chunked transfer coding.
+    Chunked,
+    /// Until the server closes the connection (responses only).
+    UntilClose,
+}
+
+/// One header field: byte ranges into the head's raw bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeaderField {
+    /// The field name.
+    pub name: Range<usize>,
+    /// The field value, without leading and trailing whitespace.
+    pub value: Range<usize>,
+    /// The whole field line including its CRLF.
+    pub line: Range<usize>,
+}
+
+/// Fields shared by request and response heads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Fields {
+    raw: Vec<u8>,
+    headers: Vec<HeaderField>,
+}
+
+impl Fields {
+    fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.headers
+            .iter()
+            .filter(move |h| self.raw[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .map(move |h| &self.raw[h.value.clone()])
+    }
+
+    fn has_token(&self, name: &str, token: &str) -> bool {
+        self.values(name).any(|v| {
+            v.split(|&b| b == b',')
+                .any(|t| trim_ows(t).eq_ignore_ascii_case(token.as_bytes()))
+        })
+    }
+
+    fn content_length(&self) -> Result<Option<u64>, FramingError> {
+        let mut found = None;
+        for value in self.values("content-length") {
+            if found.is_some() {
+                return Err(FramingError::InvalidContentLength {
+                    why: "repeated header",
+                });
+            }
+            if value.is_empty() || !value.iter().all(u8::is_ascii_digit) {
+                return Err(FramingError::InvalidContentLength {
+                    why: "not a single run of digits",
+                });
+            }
+            let n = std::str::from_utf8(value)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or(FramingError::InvalidContentLength { why: "overflow" })?;
+            found = Some(n);
+        }
+        Ok(found)
+    }
+
+    /// `Ok(None)` without Transfer-Encoding, `Ok(Some(true))` when chunked is last.
+    fn transfer_encoding(&self) -> Result<Option<bool>, FramingError> {
+        let mut codings: Vec<&[u8]> = Vec::new();
+        let mut present = false;
+        for value in self.values("transfer-encoding") {
+            present = true;
+            for element in value.split(|&b| b == b',') {
+                let element = trim_ows(element);
+                if element.is_empty() {
+                    continue; // RFC 9110 §5.6.1: empty list elements are ignored
+                }
+                if !element.iter().all(|&b| is_tchar(b)) {
+                    return Err(FramingError::InvalidTransferEncoding {
+                        why: "coding is not a token (parameters or obfuscation)",
+                    });
+                }
+                codings.push(element);
+            }
+        }
+        if !present {
+            return Ok(None);
+        }
+        if codings.is_empty() {
+            return Err(FramingError::InvalidTransferEncoding {
+                why: "empty coding list",
+            });
+        }
+        let is_chunked = |c: &[u8]| c.eq_ignore_ascii_case(b"chunked");
+        let chunked_count = codings.iter().filter(|c| is_chunked(c)).count();
+        let last_is_chunked = codings.last().is_some_and(|c| is_chunked(c));
+        if chunked_count > 1 || (chunked_count == 1 && !last_is_chunked) {
+            return Err(FramingError::InvalidTransferEncoding {
+                why: "chunked must be the final coding, once",
+            });
+        }
+        const KNOWN: [&[u8]; 6] = [
+            b"chunked",
+            b"gzip",
+            b"x-gzip",
+            b"deflate",
+            b"compress",
+            b"x-compress",
+        ];
+        if codings
+            .iter()
+            .any(|c| !KNOWN.iter().any(|k| c.eq_ignore_ascii_case(k)))
+        {
+            return Err(FramingError::UnknownTransferCoding);
+        }
+        Ok(Some(last_is_chunked))
+    }
+}
+
+/// A parsed request head; all ranges index into [`RequestHead::raw`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestHead {
+    fields: Fields,
+    /// The method token.
+    pub method: Range<usize>,
+    /// The request target as sent.
+    pub target: Range<usize>,
+    /// The HTTP version.
+    pub version: Version,
+}
+
+impl RequestHead {
+    /// The exact bytes of the head, from the request line to the blank line inclusive.
+    #[must_use]
+    pub fn raw(&self) -> &[u8] {
+        &self.fields.raw
+    }
+    /// The header fields in order.
+    #[must_use]
+    pub fn headers(&self) -> &[HeaderField] {
+        &self.fields.headers
+    }
+    /// The method token.
+    #[must_use]
+    pub fn method(&self) -> &[u8] {
+        &self.fields.raw[self.method.clone()]
+    }
+    /// The request target as sent.
+    #[must_use]
+    pub fn target(&self) -> &[u8] {
+        &self.fields.raw[self.target.clone()]
+    }
+    /// Every value of the header `name` (case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields.values(name)
+    }
+    /// Whether a comma-separated header `name` lists `token` (case-insensitive).
+    #[must_use]
+    pub fn has_token(&self, name: &str, token: &str) -> bool {
+        self.fields.has_token(name, token)
+    }
+    /// Whether the connection stays open after this request (RFC 9112 §9.3).
+    #[must_use]
+    pub fn keep_alive(&self) -> bool {
+        match self.version {
+            Version::Http11 => !self.has_token("connection", "close"),
+            Version::Http10 => self.has_token("connection", "keep-alive"),
+        }
+    }
+    /// Whether the client waits for `100 Continue` before sending the body.
+    #[must_use]
+    pub fn expects_continue(&self) -> bool {
+        self.version == Version::Http11 && self.has_token("expect", "100-continue")
+    }
+    /// Whether this is a HEAD request (its response has no body).
+    #[must_use]
+    pub fn is_head(&self) -> bool {
+        self.method() == b"HEAD"
+    }
+
+    /// The framing of the request body (RFC 9112 §6.3, strict).
+    ///
+    /// # Errors
+    /// Any ambiguity: CL with TE, invalid or repeated CL, malformed or unknown TE.
+    pub fn framing(&self) -> Result<Framing, FramingError> {
+        let te = self.fields.transfer_encoding()?;
+        let cl = self.fields.content_length()?;
+        match (te, cl) {
+            (Some(_), Some(_)) => Err(FramingError::ContentLengthAndTransferEncoding),
+            (Some(_), None) if self.version == Version::Http10 => {
+                Err(FramingError::TransferEncodingInHttp10)
+            }
+            (Some(true), None) => Ok(Framing::Chunked),
+            // A request whose final coding is not chunked cannot be delimited (§6.3 item 4).
+            (Some(false), None) => Err(FramingError::InvalidTransferEncoding {
+                why: "chunked must be the final coding of a request",
+            }),
+            (None, Some(0) | None) => Ok(Framing::None),
+            (None, Some(n)) => Ok(Framing::Length(n)),
+        }
+    }
+}
+
+/// A parsed response head; all ranges index into [`ResponseHead::raw`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    fields: Fields,
+    /// The status code.
+    pub status: u16,
+    /// The HTTP version.
+    pub version: Version,
+}
+
+impl ResponseHead {
+    /// The exact bytes of the head.
+    #[must_use]
+    pub fn raw(&self) -> &[u8] {
+        &self.fields.raw
+    }
+    /// The header fields in order.
+    #[must_use]
+    pub fn headers(&self) -> &[HeaderField] {
+        &self.fields.headers
+    }
+    /// Every value of the header `name` (case-insensitive), in order.
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
+        self.fields.values(name)
+    }
+    /// Whether the server keeps the connection open after this response.
+    #[must_use]
+    pub fn keep_alive(&self) -> bool {
+        match self.version {
+            Version::Http11 => !self.fields.has_token("connection", "close"),
+            Version::Http10 => self.fields.has_token("connection", "keep-alive"),
+        }
+    }
+
+    /// The framing of the response body, given the request it answers (RFC 9112 §6.3).
+    ///
+    /// # Errors
+    /// CL with TE (a response-splitting sign), invalid CL, malformed or unknown TE.
+    pub fn framing(&self, request_was_head: bool) -> Result<Framing, FramingError> {
+        if request_was_head || (100..200).contains(&self.status) || matches!(self.status, 204 | 304)
+        {
+            return Ok(Framing::None);
+        }
+        let te = self.fields.transfer_encoding()?;
+        let cl = self.fields.content_length()?;
+        match (te, cl) {
+            (Some(_), Some(_)) => Err(FramingError::ContentLengthAndTransferEncoding),
+            (Some(_), None) if self.version == Version::Http10 => {
+                Err(FramingError::TransferEncodingInHttp10)
+            }
+            (Some(true), None) => Ok(Framing::Chunked),
+            (Some(false), None) | (None, None) => Ok(Framing::UntilClose),
+            (None, Some(0)) => Ok(Framing::None),
+            (None, Some(n)) => Ok(Framing::Length(n)),
+        }
+    }
+}
+
+/// RFC 9110 §5.6.2 token character.
+#[must_use]
+pub fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
+}
+
+fn trim_ows(mut s: &[u8]) -> &[u8] {
+    while let [b' ' | b'\t', rest @ ..] = s {
+        s = rest;
+    }
+    while let [rest @ .., b' ' | b'\t'] = s {
+        s = rest;
+    }
+    s
+}
+
+/// Finds the end of a head (index just past the blank line), scanning for CRLFCRLF.
+///
+/// Bare LF line endings are found too, so that they are reported instead of waited on.
+fn find_head_end(buf: &[u8]) -> Option<usize> {
+    let mut i = 0;
+    while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
+        let lf = i + pos;
+        // "\n\n" or "\n\r\n" ends a head (the bare forms are rejected by check_line_endings).
+        if buf.get(lf + 1) == Some(&b'\n') {
+            return Some(lf + 2);
+        }
+        if buf.get(lf + 1) == Some(&b'\r') && buf.get(lf + 2) == Some(&b'\n') {
+            return Some(lf + 3);
+        }
+        i = lf + 1;
+    }
+    None
+}
+
+fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
+    for (i, &b) in head.iter().enumerate() {
+        match b {
+            b'\n' if i == 0 || head[i - 1] != b'\r' => return Err(HeadError::BareLf { offset: i }),
+            b'\r' if head.get(i + 1) != Some(&b'\n') => {
+                return Err(HeadError::BareCr { offset: i })
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Checks size limits and line endings; returns the head length when complete.
+fn delimit_head(buf: &[u8], limits: &Limits, is_request: bool) -> Result<Option<usize>, HeadError> {
+    let first_line_end = buf.iter().position(|&b| b == b'\n');
+    if is_request {
+        let line_len = first_line_end.unwrap_or(buf.len());
+        if line_len > limits.max_request_line + 1 {
+            return Err(HeadError::RequestLineTooLong {
+                limit: limits.max_request_line,
+            });
+        }
+    }
+    let Some(end) = find_head_end(&buf[..buf.len().min(limits.max_head)]) else {
+        if buf.len() >= limits.max_head {
+            return Err(HeadError::HeadTooLarge {
+                limit: limits.max_head,
+            });
+        }
+        // A bare CR/LF early in the head is reported without waiting for more bytes.
+        if let Some(line_end) = first_line_end {
+            check_line_endings(&buf[..=line_end])?;
+        }
+        return Ok(None);
+    };
+    check_line_endings(&buf[..end])?;
+    Ok(Some(end))
+}
+
+fn map_httparse(e: httparse::Error) -> HeadError {
+    let what = match e {
+        httparse::Error::HeaderName => "a header field name (token) followed by ':'",
+        httparse::Error::HeaderValue => "a header field value without control bytes",
+        httparse::Error::NewLine => "CRLF",
+        httparse::Error::Status => "a three-digit status code",
+        httparse::Error::Token => "a method token",
+        httparse::Error::TooManyHeaders => "fewer header fields",
+        httparse::Error::Version => "HTTP/1.0 or HTTP/1.1",
+    };
+    HeadError::Malformed { what }
+}
+
+fn collect_fields(
+    raw: &[u8],
+    parsed: &[httparse::Header<'_>],
+    limits: &Limits,
+) -> Result<Vec<HeaderField>, HeadError> {
+    if parsed.len() > limits.max_headers {
+        return Err(HeadError::TooManyHeaders {
+            limit: limits.max_headers,
+        });
+    }
+    let base = raw.as_ptr() as usize;
+    let mut out = Vec::with_capacity(parsed.len());
+    for h in parsed {
+        let name_start = h.name.as_ptr() as usize - base;
+        let name = name_start..name_start + h.name.len();
+        let value_start = h.value.as_ptr() as usize - base;
+        let value = value_start..value_start + h.value.len();
+        // The line ends at the next CRLF after the value.
+        let line_end = raw[value.end..]
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .map_or(raw.len(), |p| value.end + p + 2);
+        let trimmed = trim_ows(&raw[value.clone()]);
+        let lead = trimmed.as_ptr() as usize - base;
+        out.push(HeaderField {
+            name: name.clone(),
+            value: lead..lead + trimmed.len(),
+            line: name.start..line_end,
+        });
+    }
+    Ok(out)
+}
+
+/// Parses a request head at the start of `buf`.
+///
+/// Returns `Ok(None)` while the head is incomplete (need more bytes).
+///
+/// # Errors
+/// [`HeadError`] when the head can never become valid; answer [`HeadError::status`] and close.
+pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+    let Some(end) = delimit_head(buf, limits, true)? else {
+        return Ok(None);
+    };
+    let raw = &buf[..end];
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers + 1];
+    let mut req = httparse::Request::new(&mut storage);
+    match req.parse(raw) {
+        Ok(httparse::Status::Complete(n)) if n == end => {}
+        Ok(_) => return Err(HeadError::Malformed { what: "CRLF" }),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooManyHeaders {
+                limit: limits.max_headers,
+            })
+        }
+        Err(e) => return Err(map_httparse(e)),
+    }
+    let base = raw.as_ptr() as usize;
+    let method_str = req.method.unwrap_or_default();
+    let method_start = method_str.as_ptr() as usize - base;
+    let path = req.path.unwrap_or_default();
+    let target_start = path.as_ptr() as usize - base;
+    if let Some(&bad) = path
+        .as_bytes()
+        .iter()
+        .find(|&&b| !(0x21..0x7f).contains(&b))
+    {
+        return Err(HeadError::InvalidTarget { byte: bad });
+    }
+    let version = if req.version == Some(0) {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    let headers = collect_fields(raw, req.headers, limits)?;
+    let fields = Fields {
+        raw: raw.to_vec(),
+        headers,
+    };
+    let hosts = fields.values("host").count();
+    if (version == Version::Http11 && hosts != 1) || hosts > 1 {
+        return Err(HeadError::HostHeader { found: hosts });
+    }
+    Ok(Some(RequestHead {
+        method: method_start..method_start + method_str.len(),
+        target: target_start..target_start + path.len(),
+        version,
+        fields,
+    }))
+}
+
+/// Parses a response head at the start of `buf`.
+///
+/// Returns `Ok(None)` while the head is incomplete.
+///
+/// # Errors
+/// [`HeadError`] when the head can never become valid (the gateway answers `502`).
+pub fn parse_response_head(buf: &[u8], limits: &Limits) -> Result<Option<ResponseHead>, HeadError> {
+    let Some(end) = delimit_head(buf, limits, false)? else {
+        return Ok(None);
+    };
+    let raw = &buf[..end];
+    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers + 1];
+    let mut resp = httparse::Response::new(&mut storage);
+    match resp.parse(raw) {
+        Ok(httparse::Status::Complete(n)) if n == end => {}
+        Ok(_) => return Err(HeadError::Malformed { what: "CRLF" }),
+        Err(httparse::Error::TooManyHeaders) => {
+            return Err(HeadError::TooManyHeaders {
+                limit: limits.max_headers,
+            })
+        }
+        Err(e) => return Err(map_httparse(e)),
+    }
+    let version = if resp.version == Some(0) {
+        Version::Http10
+    } else {
+        Version::Http11
+    };
+    let status = resp.code.unwrap_or_default();
+    let headers = collect_fields(raw, resp.headers, limits)?;
+    Ok(Some(ResponseHead {
+        fields: Fields {
+            raw: raw.to_vec(),
+            headers,
+        },
+        status,
+        version,
+    }))
+}

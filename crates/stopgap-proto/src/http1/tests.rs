@@ -1,0 +1,341 @@
+//! Conversation tests: each case is replayed as written, split at every point, and byte by byte.
+
+use super::*;
+
+/// Parses a stream of requests the way the engine does and describes what it saw.
+#[derive(Default)]
+struct Reader {
+    buf: Vec<u8>,
+    body: Option<(BodyDecoder, Vec<u8>)>,
+    log: Vec<String>,
+    failed: bool,
+}
+
+impl Reader {
+    fn feed(&mut self, data: &[u8]) {
+        if self.failed {
+            return;
+        }
+        self.buf.extend_from_slice(data);
+        let limits = Limits::default();
+        loop {
+            if let Some((decoder, payload)) = &mut self.body {
+                let mut chunk = Vec::new();
+                let progress = match decoder.decode(&self.buf, |d| chunk.extend_from_slice(d)) {
+                    Ok(p) => p,
+                    Err(e) => {
+                        self.log.push(format!("error 400 {}", e.anomaly()));
+                        self.failed = true;
+                        return;
+                    }
+                };
+                payload.extend_from_slice(&chunk);
+                self.buf.drain(..progress.consumed);
+                if !progress.done {
+                    return;
+                }
+                let payload = String::from_utf8_lossy(payload).into_owned();
+                self.log.push(format!("body {payload:?}"));
+                self.body = None;
+            }
+            match parse_request_head(&self.buf, &limits) {
+                Ok(None) => return,
+                Ok(Some(head)) => {
+                    let framing = match head.framing() {
+                        Ok(f) => f,
+                        Err(e) => {
+                            self.log
+                                .push(format!("error {} {}", e.status(), e.anomaly()));
+                            self.failed = true;
+                            return;
+                        }
+                    };
+                    self.log.push(format!(
+                        "request {} {} {:?}",
+                        String::from_utf8_lossy(head.method()),
+                        String::from_utf8_lossy(head.target()),
+                        framing
+                    ));
+                    self.buf.drain(..head.raw().len());
+                    self.body = Some((BodyDecoder::new(framing, &limits), Vec::new()));
+                }
+                Err(e) => {
+                    self.log
+                        .push(format!("error {} {}", e.status(), e.anomaly()));
+                    self.failed = true;
+                    return;
+                }
+            }
+        }
+    }
+}
+
+fn replay(input: &[u8], chunks: &[&[u8]]) -> Vec<String> {
+    let mut reader = Reader::default();
+    for c in chunks {
+        reader.feed(c);
+    }
+    let _ = input;
+    reader.log
+}
+
+/// Replays `input` whole, at every split point and byte by byte; all must agree with `expected`.
+fn check(name: &str, input: &[u8], expected: &[&str]) {
+    let whole = replay(input, &[input]);
+    assert_eq!(whole, expected, "{name}: as written");
+    for split in 1..input.len() {
+        let (a, b) = input.split_at(split);
+        assert_eq!(replay(input, &[a, b]), expected, "{name}: split at {split}");
+    }
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(replay(input, &bytes), expected, "{name}: byte by byte");
+}
+
+#[test]
+fn simple_get() {
+    check(
+        "simple_get",
+        b"GET /a?b=c HTTP/1.1\r\nHost: x\r\n\r\n",
+        &["request GET /a?b=c None", "body \"\""],
+    );
+}
+
+#[test]
+fn pipelined_content_length_and_chunked() {
+    check(
+        "pipelined",
+        b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /q HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3;ext=\"a b\"\r\nabc\r\n2\r\nde\r\n0\r\nX-T: 1\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        &[
+            "request POST /p Length(5)",
+            "body \"hello\"",
+            "request POST /q Chunked",
+            "body \"abcde\"",
+            "request GET / None",
+            "body \"\"",
+        ],
+    );
+}
+
+#[test]
+fn http10_without_host() {
+    check(
+        "http10",
+        b"GET / HTTP/1.0\r\n\r\n",
+        &["request GET / None", "body \"\""],
+    );
+}
+
+#[test]
+fn gzip_then_chunked_is_framed_by_chunked() {
+    check(
+        "gzip_chunked",
+        b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n1\r\nz\r\n0\r\n\r\n",
+        &["request POST / Chunked", "body \"z\""],
+    );
+}
+
+#[test]
+fn strict_framing_errors() {
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("cl_and_te", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n", "error 400 content_length_and_transfer_encoding"),
+        ("cl_list", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\n", "error 400 invalid_content_length"),
+        ("cl_repeated", b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\n", "error 400 invalid_content_length"),
+        ("cl_negative", b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: -48\r\n\r\n", "error 400 invalid_content_length"),
+        ("cl_plus", b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: +4\r\n\r\n", "error 400 invalid_content_length"),
+        ("cl_overflow", b"GET / HTTP/1.1\r\nHost: a\r\nContent-Length: 99999999999999999999999\r\n\r\n", "error 400 invalid_content_length"),
+        ("te_not_final", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked, cow\r\n\r\n", "error 400 invalid_transfer_encoding"),
+        ("te_twice", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n", "error 400 invalid_transfer_encoding"),
+        ("te_unknown", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: cow\r\n\r\n", "error 501 unknown_transfer_coding"),
+        ("te_unknown_then_chunked", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: cow, chunked\r\n\r\n", "error 501 unknown_transfer_coding"),
+        ("te_obfuscated", b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \"chunked\"\r\n\r\n", "error 400 invalid_transfer_encoding"),
+        ("te_http10", b"POST / HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n", "error 400 transfer_encoding_in_http10"),
+        ("te_leading_comma_and_cl", b"GET / HTTP/1.1\r\nHost: w\r\nTransfer-Encoding: ,chunked\r\nContent-Length: 5\r\n\r\n", "error 400 content_length_and_transfer_encoding"),
+    ];
+    for (name, input, expected) in cases {
+        check(name, input, &[expected]);
+    }
+}
+
+#[test]
+fn strict_head_errors() {
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "a".repeat(9000));
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-A: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n".repeat(600)
+    );
+    let many = format!(
+        "GET / HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X: 1\r\n".repeat(101)
+    );
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        (
+            "bare_lf",
+            b"GET / HTTP/1.1\nHost: x\n\n".to_vec(),
+            "error 400 bare_lf",
+        ),
+        (
+            "bare_lf_inside",
+            b"POST / HTTP/1.1\r\nX:X\nTransfer-Encoding: chunked\r\nHost: x\r\n\r\n".to_vec(),
+            "error 400 bare_lf",
+        ),
+        (
+            "bare_cr",
+            b"GET / HTTP/1.1\r\nHost: x\rY\r\n\r\n".to_vec(),
+            "error 400 bare_cr",
+        ),
+        (
+            "obs_fold",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-Note: a\r\n b\r\n\r\n".to_vec(),
+            "error 400 malformed_head",
+        ),
+        (
+            "space_before_colon",
+            b"POST / HTTP/1.1\r\nTransfer-Encoding : chunked\r\nHost: x\r\n\r\n".to_vec(),
+            "error 400 malformed_head",
+        ),
+        (
+            "leading_space_first_field",
+            b"POST / HTTP/1.1\r\n Transfer-Encoding: chunked\r\nHost: x\r\n\r\n".to_vec(),
+            "error 400 malformed_head",
+        ),
+        (
+            "nul_in_value",
+            b"GET / HTTP/1.1\r\nHost: x\r\nX: a\0b\r\n\r\n".to_vec(),
+            "error 400 malformed_head",
+        ),
+        (
+            "no_colon",
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-\r\nEncoding: chunked\r\n\r\n".to_vec(),
+            "error 400 malformed_head",
+        ),
+        (
+            "no_host",
+            b"GET / HTTP/1.1\r\n\r\n".to_vec(),
+            "error 400 host_header",
+        ),
+        (
+            "two_hosts",
+            b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n".to_vec(),
+            "error 400 host_header",
+        ),
+        (
+            "http2_version",
+            b"GET / HTTP/2.0\r\nHost: a\r\n\r\n".to_vec(),
+            "error 400 malformed_head",
+        ),
+        (
+            "long_request_line",
+            long_line.into_bytes(),
+            "error 414 request_line_too_long",
+        ),
+        (
+            "head_too_large",
+            big_head.into_bytes(),
+            "error 431 head_too_large",
+        ),
+        (
+            "too_many_headers",
+            many.into_bytes(),
+            "error 431 too_many_headers",
+        ),
+    ];
+    for (name, input, expected) in &cases {
+        check(name, input, &[expected]);
+    }
+}
+
+#[test]
+fn chunk_errors() {
+    let cases: &[(&str, &[u8], &str)] = &[
+        ("underscore", b"0_2e\r\n\r\n", "error 400 invalid_chunk"),
+        (
+            "cr_in_size",
+            b"5\r\r;ABCD\r\n34\r\nE\r\n0\r\n\r\n",
+            "error 400 invalid_chunk",
+        ),
+        (
+            "overflow",
+            b"fffffffffffffffff\r\n",
+            "error 400 invalid_chunk",
+        ),
+        ("bare_lf", b"1\nZ\r\n0\r\n\r\n", "error 400 invalid_chunk"),
+        (
+            "missing_crlf_after_data",
+            b"1\r\nZZ\r\n0\r\n\r\n",
+            "error 400 invalid_chunk",
+        ),
+        (
+            "bad_ext",
+            b"1;=x\r\nZ\r\n0\r\n\r\n",
+            "error 400 invalid_chunk",
+        ),
+        (
+            "bad_trailer",
+            b"0\r\nnot a field\r\n\r\n",
+            "error 400 invalid_trailer",
+        ),
+        (
+            "negative",
+            b"-1\r\nZ\r\n0\r\n\r\n",
+            "error 400 invalid_chunk",
+        ),
+    ];
+    for (name, body, expected) in cases {
+        let mut input =
+            b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        input.extend_from_slice(body);
+        check(name, &input, &["request POST / Chunked", expected]);
+    }
+}
+
+#[test]
+fn response_framing() {
+    let limits = Limits::default();
+    let parse = |s: &[u8]| parse_response_head(s, &limits).unwrap().unwrap();
+    let ok = parse(b"HTTP/1.1 200 OK\r\nContent-Length: 12\r\n\r\n");
+    assert_eq!(ok.framing(false), Ok(Framing::Length(12)));
+    assert_eq!(ok.framing(true), Ok(Framing::None), "HEAD has no body");
+    let close = parse(b"HTTP/1.1 200 OK\r\nServer: x\r\n\r\n");
+    assert_eq!(close.framing(false), Ok(Framing::UntilClose));
+    let not_modified = parse(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 12\r\n\r\n");
+    assert_eq!(not_modified.framing(false), Ok(Framing::None));
+    let cont = parse(b"HTTP/1.1 100 Continue\r\n\r\n");
+    assert_eq!(cont.framing(false), Ok(Framing::None));
+    let chunked = parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert_eq!(chunked.framing(false), Ok(Framing::Chunked));
+    let split =
+        parse(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nContent-Length: 3\r\n\r\n");
+    assert!(split.framing(false).is_err(), "CL with TE from upstream");
+    assert!(parse_response_head(b"HTTP/1.1 200 OK\r\nX: a\nY: b\r\n\r\n", &limits).is_err());
+}
+
+#[test]
+fn head_ranges_point_at_raw_bytes() {
+    let head = parse_request_head(
+        b"GET /x HTTP/1.1\r\nHost: h\r\nRange:  bytes=0-1 \r\n\r\n",
+        &Limits::default(),
+    )
+    .unwrap()
+    .unwrap();
+    let range = &head.headers()[1];
+    assert_eq!(&head.raw()[range.name.clone()], b"Range");
+    assert_eq!(&head.raw()[range.value.clone()], b"bytes=0-1");
+    assert_eq!(&head.raw()[range.line.clone()], b"Range:  bytes=0-1 \r\n");
+    assert!(head.keep_alive());
+}
+
+proptest::proptest! {
+    /// A benign request split at any two points yields the same events as the whole.
+    #[test]
+    fn any_split_gives_same_events(a in 0usize..200, b in 0usize..200, body in "[a-z]{0,40}") {
+        let input = format!(
+            "POST /up HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n{}GET / HTTP/1.1\r\nHost: x\r\n\r\n",
+            body.len(), body
+        ).into_bytes();
+        let a = a.min(input.len());
+        let b = b.min(input.len()).max(a);
+        let whole = replay(&input, &[&input]);
+        let parts = replay(&input, &[&input[..a], &input[a..b], &input[b..]]);
+        proptest::prop_assert_eq!(whole, parts);
+    }
+}
