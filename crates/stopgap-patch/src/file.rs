@@ -382,6 +382,18 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
         }
     };
     let action = action(&mut cx, &raw.rule, phase);
+    let edits_body = matches!(
+        &action,
+        Some(
+            Action::Truncate {
+                target: Target::RequestBody,
+                ..
+            } | Action::Replace {
+                target: Target::RequestBody,
+                ..
+            }
+        )
+    );
     let vectors = vectors(&mut cx, &raw.vector);
 
     if !cx.errors.is_empty() {
@@ -405,7 +417,7 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
         action: action.unwrap_or(Action::Log),
         mode,
         phase,
-        needs_body,
+        needs_body: needs_body || edits_body,
         vectors,
         file: file.to_path_buf(),
     })

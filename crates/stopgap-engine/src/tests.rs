@@ -1,0 +1,366 @@
+//! Deterministic in-memory client ↔ inspector ↔ upstream harness.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use stopgap_patch::{parse_patch, Applied, Mode, PatchSet};
+
+use crate::{AuditEvent, FlowInspector, FlowMeta, InspectorConfig, Output, Side};
+
+pub(crate) struct Harness {
+    pub insp: FlowInspector,
+    pub snapshot: Arc<PatchSet>,
+    pub to_server: Vec<u8>,
+    pub to_client: Vec<u8>,
+    pub events: Vec<AuditEvent>,
+    pub closed: bool,
+}
+
+impl Harness {
+    pub fn new(snapshot: PatchSet) -> Self {
+        Self::with_config(snapshot, InspectorConfig::default())
+    }
+    pub fn with_config(snapshot: PatchSet, config: InspectorConfig) -> Self {
+        Self {
+            insp: FlowInspector::new(config, FlowMeta::default()),
+            snapshot: Arc::new(snapshot),
+            to_server: Vec::new(),
+            to_client: Vec::new(),
+            events: Vec::new(),
+            closed: false,
+        }
+    }
+    fn drain(&mut self) {
+        while let Some(o) = self.insp.poll_output() {
+            match o {
+                Output::ToServer(b) => {
+                    assert!(!self.closed, "data after close");
+                    self.to_server.extend_from_slice(&b);
+                }
+                Output::ToClient(b) => {
+                    assert!(!self.closed, "data after close");
+                    self.to_client.extend_from_slice(&b);
+                }
+                Output::Audit(e) => self.events.push(e),
+                Output::Close => self.closed = true,
+            }
+        }
+    }
+    pub fn client(&mut self, data: &[u8]) -> &mut Self {
+        let snap = self.snapshot.clone();
+        self.insp.handle_data(Side::Client, data, &snap);
+        self.drain();
+        self
+    }
+    pub fn client_bytewise(&mut self, data: &[u8]) -> &mut Self {
+        for b in data.chunks(1) {
+            self.client(b);
+        }
+        self
+    }
+    pub fn server(&mut self, data: &[u8]) -> &mut Self {
+        let snap = self.snapshot.clone();
+        self.insp.handle_data(Side::Server, data, &snap);
+        self.drain();
+        self
+    }
+    pub fn server_eof(&mut self) -> &mut Self {
+        self.insp.handle_eof(Side::Server);
+        self.drain();
+        self
+    }
+}
+
+fn patch(when: &str, rule_extra: &str) -> stopgap_patch::Patch {
+    let src = format!(
+        "id = \"SG-2099-0001\"\ntitle = \"t\"\ncve = [\"CVE-2099-0001\"]\nseverity = \"high\"\nprotocol = \"http\"\n[applies]\nproduct = \"a:b\"\nversions = \"*\"\n[rule]\nwhen = '''{when}'''\n{rule_extra}\n"
+    );
+    parse_patch(Path::new("inline.toml"), &src).unwrap_or_else(|e| panic!("{}", e[0]))
+}
+
+fn set(p: stopgap_patch::Patch) -> PatchSet {
+    PatchSet::from_patches(1, vec![p])
+}
+
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+
+#[test]
+fn benign_request_is_forwarded_byte_for_byte() {
+    let req = b"GET /x?a=1 HTTP/1.1\r\nhost: h\r\nX-Weird-Case:  v  \r\n\r\n";
+    let mut h = Harness::new(set(patch(
+        r#"http.request.uri contains "evil""#,
+        "action = \"reject\"",
+    )));
+    h.client_bytewise(req);
+    assert_eq!(h.to_server, req);
+    h.server(OK);
+    assert_eq!(h.to_client, OK);
+    assert!(h.events.is_empty());
+}
+
+#[test]
+fn reject_answers_and_keeps_the_connection_in_order() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.uri contains "evil""#,
+        "action = \"reject\"\nstatus = 400",
+    )));
+    let good1 = b"GET /a HTTP/1.1\r\nHost: h\r\n\r\n";
+    let bad = b"POST /evil HTTP/1.1\r\nHost: h\r\nContent-Length: 5\r\n\r\nhello";
+    let good2 = b"GET /b HTTP/1.1\r\nHost: h\r\n\r\n";
+    let all = [&good1[..], bad, good2].concat();
+    h.client(&all);
+    assert_eq!(
+        h.to_server,
+        [&good1[..], good2].concat(),
+        "body of the refused request skipped"
+    );
+    assert!(
+        h.to_client.is_empty(),
+        "refusal waits for the earlier response"
+    );
+    h.server(OK);
+    let text = String::from_utf8_lossy(&h.to_client).into_owned();
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(
+        text.contains("ok HTTP/1.1 400 Bad Request") || text.contains("okHTTP/1.1 400 Bad Request"),
+        "{text}"
+    );
+    h.server(OK);
+    assert!(h.to_client.ends_with(OK));
+    assert!(!h.closed);
+    let e = &h.events[0];
+    assert_eq!(e.patch.as_deref(), Some("SG-2099-0001"));
+    assert_eq!(e.outcome, "rejected");
+    assert_eq!(e.uri.as_deref(), Some("/evil"));
+    assert_eq!(e.field.as_deref(), Some("http.request.uri"));
+}
+
+#[test]
+fn monitor_mode_changes_nothing_and_logs() {
+    let p = patch(
+        r#"http.request.uri contains "evil""#,
+        "action = \"reject\"\nmode = \"monitor\"",
+    );
+    assert_eq!(p.mode, Mode::Monitor);
+    let mut h = Harness::new(set(p));
+    let req = b"GET /evil HTTP/1.1\r\nHost: h\r\n\r\n";
+    h.client(req);
+    assert_eq!(h.to_server, req);
+    assert_eq!(h.events.len(), 1);
+    assert_eq!(h.events[0].outcome, "would_reject");
+    assert_eq!(h.events[0].mode, Some("monitor"));
+}
+
+#[test]
+fn snapshot_mode_override_applies() {
+    let p = Arc::new(patch(
+        r#"http.request.uri contains "evil""#,
+        "action = \"reject\"",
+    ));
+    let snap = PatchSet::new(
+        2,
+        vec![Applied {
+            patch: p,
+            mode: Mode::Monitor,
+        }],
+    );
+    let mut h = Harness::new(snap);
+    h.client(b"GET /evil HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(h.to_client.is_empty());
+    assert_eq!(h.events[0].outcome, "would_reject");
+}
+
+#[test]
+fn strip_header_rebuilds_only_that_line() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.header("x-debug")"#,
+        "action = \"strip\"\ntarget = 'http.request.header(\"x-debug\")'",
+    )));
+    h.client(b"GET / HTTP/1.1\r\nHost: h\r\nX-Debug: 1\r\nAccept:  */*\r\nx-debug: 2\r\n\r\n");
+    assert_eq!(
+        h.to_server,
+        b"GET / HTTP/1.1\r\nHost: h\r\nAccept:  */*\r\n\r\n"
+    );
+    let change = h.events[0].change.as_ref().unwrap();
+    assert_eq!(change.target, "header:x-debug");
+    assert_eq!(h.events[0].outcome, "stripped");
+}
+
+#[test]
+fn strip_query_arg() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.arg("debug")"#,
+        "action = \"strip\"\ntarget = 'http.request.arg(\"debug\")'",
+    )));
+    h.client(b"GET /p?a=1&debug=true&b=2 HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(h.to_server, b"GET /p?a=1&b=2 HTTP/1.1\r\nHost: h\r\n\r\n");
+}
+
+#[test]
+fn truncate_header_value() {
+    let mut h = Harness::new(set(patch(
+        r#"len(http.request.header("x-long")) > 4"#,
+        "action = \"truncate\"\ntarget = 'http.request.header(\"x-long\")'\nmax_len = 4",
+    )));
+    h.client(b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: abcdefgh\r\n\r\n");
+    assert_eq!(
+        h.to_server,
+        b"GET / HTTP/1.1\r\nHost: h\r\nX-Long: abcd\r\n\r\n"
+    );
+}
+
+#[test]
+fn replace_in_body_recomputes_content_length() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.body contains "secret""#,
+        "action = \"replace\"\ntarget = 'http.request.body'\npattern = 'secret'\nwith = 'XX'",
+    )));
+    h.client_bytewise(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 13\r\n\r\na secret here");
+    assert_eq!(
+        h.to_server,
+        b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 9\r\n\r\na XX here"
+    );
+    let change = h.events[0].change.as_ref().unwrap();
+    assert_eq!(change.before, "a secret here");
+    assert_eq!(change.after, "a XX here");
+}
+
+#[test]
+fn replace_in_chunked_body_reencodes_chunks() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.body contains "secret""#,
+        "action = \"replace\"\ntarget = 'http.request.body'\npattern = 'secret'\nwith = ''",
+    )));
+    h.client(b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab \r\n6\r\nsecret\r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert_eq!(
+        h.to_server,
+        b"POST / HTTP/1.1\r\nHost: h\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nab \r\n0\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n"
+    );
+}
+
+#[test]
+fn body_beyond_window_streams_through() {
+    let config = InspectorConfig {
+        inspection_window: 1024,
+        ..InspectorConfig::default()
+    };
+    let mut h = Harness::with_config(
+        set(patch(
+            r#"http.request.body contains "evil""#,
+            "action = \"reject\"",
+        )),
+        config,
+    );
+    let body = vec![b'a'; 5000];
+    let mut req = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 5000\r\n\r\n".to_vec();
+    req.extend_from_slice(&body);
+    for c in req.chunks(700) {
+        h.client(c);
+        assert!(h.insp.buffered() <= 1024 + 700, "window bound");
+    }
+    assert_eq!(h.to_server, req);
+}
+
+#[test]
+fn body_patch_rejects_within_window() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.body contains "evil""#,
+        "action = \"reject\"",
+    )));
+    h.client(b"POST / HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 4\r\n\r\n");
+    assert_eq!(h.to_client, b"HTTP/1.1 100 Continue\r\n\r\n");
+    h.client(b"evil");
+    assert!(h.to_server.is_empty());
+    assert!(String::from_utf8_lossy(&h.to_client).contains("403 Forbidden"));
+}
+
+#[test]
+fn reset_closes() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.uri contains "evil""#,
+        "action = \"reset\"",
+    )));
+    h.client(b"GET /evil HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(h.closed);
+    assert!(h.to_server.is_empty() && h.to_client.is_empty());
+}
+
+#[test]
+fn upstream_down_gives_502() {
+    let mut h = Harness::new(PatchSet::empty());
+    h.insp.upstream_failed("connection refused");
+    h.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(h.to_client.starts_with(b"HTTP/1.1 502 Bad Gateway\r\n"));
+    assert!(h.closed);
+    assert_eq!(h.events[0].event, "upstream_error");
+}
+
+#[test]
+fn upstream_closing_without_answer_gives_502() {
+    let mut h = Harness::new(PatchSet::empty());
+    h.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    h.server_eof();
+    assert!(h.to_client.starts_with(b"HTTP/1.1 502"));
+    assert!(h.closed);
+}
+
+#[test]
+fn head_and_interim_responses_pair_correctly() {
+    let mut h = Harness::new(PatchSet::empty());
+    h.client(b"HEAD / HTTP/1.1\r\nHost: h\r\n\r\nGET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    let resp = b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+    h.server(resp);
+    assert_eq!(h.to_client, resp);
+}
+
+#[test]
+fn upgrade_becomes_a_pipe() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.uri contains "evil""#,
+        "action = \"reject\"",
+    )));
+    h.client(b"GET /ws HTTP/1.1\r\nHost: h\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\r\n");
+    h.server(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n\x81\x05hello");
+    h.client(b"GET /evil HTTP/1.1\r\n\r\n");
+    assert!(
+        h.to_server.ends_with(b"GET /evil HTTP/1.1\r\n\r\n"),
+        "opaque after 101"
+    );
+    assert!(h.to_client.ends_with(b"\x81\x05hello"));
+}
+
+#[test]
+fn malformed_response_gives_502() {
+    let mut h = Harness::new(PatchSet::empty());
+    h.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    h.server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n");
+    assert!(h.to_client.starts_with(b"HTTP/1.1 502"));
+    assert!(h.closed);
+}
+
+#[test]
+fn response_patch_strips_header() {
+    let mut h = Harness::new(set(patch(
+        r#"http.response.header("x-powered-by")"#,
+        "action = \"strip\"\ntarget = 'http.response.header(\"x-powered-by\")'",
+    )));
+    h.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    h.server(b"HTTP/1.1 200 OK\r\nX-Powered-By: PHP/5.4\r\nContent-Length: 2\r\n\r\nok");
+    assert_eq!(
+        h.to_client,
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    );
+}
+
+#[test]
+fn framing_violation_is_refused_and_closed() {
+    let mut h = Harness::new(PatchSet::empty());
+    h.client(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n");
+    assert!(h.to_server.is_empty());
+    assert!(h.to_client.starts_with(b"HTTP/1.1 400 Bad Request\r\n"));
+    assert!(h.closed);
+    assert_eq!(
+        h.events[0].anomaly,
+        Some("content_length_and_transfer_encoding")
+    );
+}

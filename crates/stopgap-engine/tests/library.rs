@@ -1,0 +1,200 @@
+//! The shipped patch library and the public-corpus records, replayed through the engine.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use base64::Engine as _;
+use stopgap_engine::{FlowInspector, FlowMeta, InspectorConfig, Output, Side};
+use stopgap_patch::{load_dir, PatchSet};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+struct Run {
+    to_server: Vec<u8>,
+    to_client: Vec<u8>,
+    closed: bool,
+}
+
+fn run(snapshot: &Arc<PatchSet>, request: &[u8]) -> Run {
+    let mut insp = FlowInspector::new(InspectorConfig::default(), FlowMeta::default());
+    insp.handle_data(Side::Client, request, snapshot);
+    let mut r = Run {
+        to_server: Vec::new(),
+        to_client: Vec::new(),
+        closed: false,
+    };
+    while let Some(o) = insp.poll_output() {
+        match o {
+            Output::ToServer(b) => r.to_server.extend_from_slice(&b),
+            Output::ToClient(b) => r.to_client.extend_from_slice(&b),
+            Output::Close => r.closed = true,
+            Output::Audit(_) => {}
+        }
+    }
+    r
+}
+
+fn library() -> Arc<PatchSet> {
+    let patches = load_dir(&root().join("patches")).unwrap_or_else(|e| panic!("{e}"));
+    Arc::new(PatchSet::from_patches(1, patches))
+}
+
+#[test]
+fn every_patch_vector_alone_and_with_the_whole_library() {
+    let patches = load_dir(&root().join("patches")).unwrap_or_else(|e| panic!("{e}"));
+    assert!(patches.len() >= 6);
+    let all = library();
+    for p in &patches {
+        assert!(
+            p.vectors.iter().any(|v| v.expect_match),
+            "{} has no exploit vector",
+            p.id
+        );
+        assert!(
+            p.vectors.iter().any(|v| !v.expect_match),
+            "{} has no benign vector",
+            p.id
+        );
+        let alone = Arc::new(PatchSet::from_patches(1, vec![p.clone()]));
+        for snapshot in [&alone, &all] {
+            for v in &p.vectors {
+                let r = run(snapshot, &v.request);
+                if v.expect_match {
+                    assert!(
+                        r.to_server.is_empty(),
+                        "{} {}: reached upstream",
+                        p.id,
+                        v.source
+                    );
+                    assert!(
+                        r.to_client.starts_with(b"HTTP/1.1 400 "),
+                        "{} {}",
+                        p.id,
+                        v.source
+                    );
+                } else {
+                    assert_eq!(
+                        r.to_server, v.request,
+                        "{} {}: not byte-exact",
+                        p.id, v.source
+                    );
+                    assert!(
+                        r.to_client.is_empty(),
+                        "{} {}: answered locally",
+                        p.id,
+                        v.source
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Record {
+    id: String,
+    kind: String,
+    expect: String,
+    notes: String,
+    dialogue: Vec<Step>,
+}
+
+#[derive(serde::Deserialize)]
+struct Step {
+    dir: String,
+    b64: String,
+}
+
+fn records() -> Vec<Record> {
+    let text = std::fs::read_to_string(root().join("tests/corpus/http.jsonl")).unwrap();
+    text.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn client_bytes(r: &Record) -> Vec<u8> {
+    r.dialogue
+        .iter()
+        .filter(|s| s.dir == "c2s")
+        .flat_map(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(&s.b64)
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn corpus_records_meet_their_expectation_with_the_whole_library() {
+    let all = library();
+    let mut counts = std::collections::BTreeMap::<String, (u32, u32)>::new();
+    for r in records() {
+        let bytes = client_bytes(&r);
+        // Whole, and byte by byte: the verdict must not depend on how bytes arrive.
+        for chunked in [false, true] {
+            let out = if chunked {
+                let mut insp = FlowInspector::new(InspectorConfig::default(), FlowMeta::default());
+                let mut o = Run {
+                    to_server: Vec::new(),
+                    to_client: Vec::new(),
+                    closed: false,
+                };
+                for b in bytes.chunks(1) {
+                    insp.handle_data(Side::Client, b, &all);
+                    while let Some(x) = insp.poll_output() {
+                        match x {
+                            Output::ToServer(b) => o.to_server.extend_from_slice(&b),
+                            Output::ToClient(b) => o.to_client.extend_from_slice(&b),
+                            Output::Close => o.closed = true,
+                            Output::Audit(_) => {}
+                        }
+                    }
+                }
+                o
+            } else {
+                run(&all, &bytes)
+            };
+            let ok = match r.expect.as_str() {
+                // A gateway that needs the body answers `Expect: 100-continue` itself when
+                // the body has not been sent yet (byte-by-byte replay); nothing else.
+                "pass" => {
+                    out.to_server == bytes
+                        && (out.to_client.is_empty()
+                            || (chunked && out.to_client == b"HTTP/1.1 100 Continue\r\n\r\n"))
+                }
+                "neutralize" => {
+                    out.to_server.is_empty() && out.to_client.starts_with(b"HTTP/1.1 4")
+                }
+                "reject" => {
+                    let status_ok = out.to_client.starts_with(b"HTTP/1.1 400 ")
+                        || (r.notes.contains("501") && out.to_client.starts_with(b"HTTP/1.1 501 "));
+                    // Nothing past the offending point may reach the upstream: at most the head
+                    // of the first request (its body is where the ambiguity lies).
+                    let head_end = bytes
+                        .windows(4)
+                        .position(|w| w == b"\r\n\r\n")
+                        .map_or(0, |i| i + 4);
+                    status_ok && out.closed && out.to_server.len() <= head_end
+                }
+                other => panic!("{}: unknown expect {other}", r.id),
+            };
+            assert!(
+                ok,
+                "{} ({}, chunked={chunked}): expect {}, upstream got {:?}, client got {:?}",
+                r.id,
+                r.kind,
+                r.expect,
+                String::from_utf8_lossy(&out.to_server),
+                String::from_utf8_lossy(&out.to_client)
+            );
+            let c = counts.entry(r.kind.clone()).or_default();
+            c.0 += u32::from(ok);
+            c.1 += 1;
+        }
+    }
+    for (kind, (ok, total)) in counts {
+        println!("{kind:10} {ok}/{total}");
+    }
+}
