@@ -1,0 +1,195 @@
+//! `stopgap demo`: a built-in upstream, the gateway with the shipped patches, a scripted tour.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use anyhow::{anyhow, Context as _};
+use arc_swap::ArcSwap;
+use stopgap_engine::InspectorConfig;
+use stopgap_patch::PatchSet;
+use stopgap_proto::http1::{parse_request_head, BodyDecoder, Limits};
+use stopgap_proxy::audit::AuditTarget;
+use stopgap_proxy::config::DEFAULT_CONNECT_TIMEOUT;
+use stopgap_proxy::{serve_listener, AuditLog, ListenerRuntime};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+type Recorder = Arc<Mutex<Vec<u8>>>;
+
+/// A minimal keep-alive HTTP/1.1 server that records every byte it receives.
+async fn upstream(listener: TcpListener, record: Recorder) {
+    while let Ok((mut s, _)) = listener.accept().await {
+        let record = record.clone();
+        tokio::spawn(async move {
+            let mut buf = Vec::new();
+            let mut chunk = vec![0u8; 16 * 1024];
+            let limits = Limits::default();
+            loop {
+                let Ok(n) = s.read(&mut chunk).await else {
+                    return;
+                };
+                if n == 0 {
+                    return;
+                }
+                record
+                    .lock()
+                    .expect("recorder")
+                    .extend_from_slice(&chunk[..n]);
+                buf.extend_from_slice(&chunk[..n]);
+                while let Ok(Some(head)) = parse_request_head(&buf, &limits) {
+                    let Ok(framing) = head.framing() else { return };
+                    let mut decoder = BodyDecoder::new(framing, &limits);
+                    let rest = &buf[head.raw().len()..];
+                    let Ok(p) = decoder.decode(rest, |_| {}) else {
+                        return;
+                    };
+                    if !p.done {
+                        break; // wait for the rest of the body
+                    }
+                    let body = format!(
+                        "hello from the demo upstream: {} {}\n",
+                        String::from_utf8_lossy(head.method()),
+                        String::from_utf8_lossy(head.target())
+                    );
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\nServer: stopgap-demo-upstream\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    );
+                    if s.write_all(resp.as_bytes()).await.is_err() {
+                        return;
+                    }
+                    let used = head.raw().len() + p.consumed;
+                    buf.drain(..used);
+                }
+            }
+        });
+    }
+}
+
+async fn send(gateway: SocketAddr, request: &[u8]) -> anyhow::Result<String> {
+    let mut s = TcpStream::connect(gateway).await?;
+    s.write_all(request).await?;
+    let mut resp = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // Read until the status line and head are in, or the gateway closes.
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        loop {
+            match s.read(&mut chunk).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => resp.extend_from_slice(&chunk[..n]),
+            }
+            if resp.windows(4).any(|w| w == b"\r\n\r\n") {
+                break;
+            }
+        }
+    })
+    .await;
+    let line = resp.split(|&b| b == b'\r').next().unwrap_or_default();
+    Ok(String::from_utf8_lossy(line).into_owned())
+}
+
+fn first_line(req: &[u8]) -> String {
+    let line = req.split(|&b| b == b'\r').next().unwrap_or_default();
+    let text = String::from_utf8_lossy(line);
+    if text.chars().count() > 60 {
+        format!("{}…", text.chars().take(59).collect::<String>())
+    } else {
+        text.into_owned()
+    }
+}
+
+pub async fn run(listen: SocketAddr, patches_dir: &Path, once: bool) -> anyhow::Result<ExitCode> {
+    let patches = stopgap_patch::load_dir(patches_dir).map_err(|d| {
+        anyhow!("{d}\n(the demo needs the shipped patches: run it from the repository root, or pass --patches DIR)")
+    })?;
+    let record: Recorder = Arc::default();
+    let up = TcpListener::bind("127.0.0.1:0")
+        .await
+        .context("demo upstream")?;
+    let up_addr = up.local_addr()?;
+    tokio::spawn(upstream(up, record.clone()));
+
+    let gw = TcpListener::bind(listen).await.map_err(|e| match e.kind() {
+        std::io::ErrorKind::AddrInUse => {
+            anyhow!("cannot listen on {listen}: the address is already in use (pick another with --listen)")
+        }
+        _ => anyhow!("cannot listen on {listen}: {e}"),
+    })?;
+    let gw_addr = gw.local_addr()?;
+    let audit_path = std::env::temp_dir().join("stopgap-demo-audit.jsonl");
+    let audit = AuditLog::start(AuditTarget::File(audit_path.clone()))?;
+    let set = Arc::new(ArcSwap::from_pointee(PatchSet::from_patches(
+        1,
+        patches.clone(),
+    )));
+    tokio::spawn(serve_listener(
+        gw,
+        ListenerRuntime {
+            upstream: up_addr,
+            inspector: InspectorConfig::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            patches: set,
+            audit,
+        },
+    ));
+
+    println!(
+        "stopgap demo: gateway {gw_addr} -> demo upstream {up_addr}, {} patches applied\n",
+        patches.len()
+    );
+    println!(
+        "{:<14} {:<8} {:<62} {}",
+        "PATCH", "VECTOR", "REQUEST", "RESULT"
+    );
+    let mut failures = 0;
+    for p in &patches {
+        let picks = [
+            p.vectors.iter().find(|v| v.kind == "exploit"),
+            p.vectors.iter().find(|v| v.kind == "evasion"),
+            p.vectors.iter().find(|v| v.kind == "benign"),
+        ];
+        for v in picks.into_iter().flatten() {
+            record.lock().expect("recorder").clear();
+            let status = send(gw_addr, &v.request).await?;
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let seen = record.lock().expect("recorder").clone();
+            let result = if v.expect_match {
+                if seen.is_empty() && status.contains(" 4") {
+                    format!("refused: {status}")
+                } else {
+                    failures += 1;
+                    format!("NOT REFUSED ({status})")
+                }
+            } else if seen == v.request {
+                format!("passed byte-for-byte: {status}")
+            } else {
+                failures += 1;
+                format!("ALTERED ({status})")
+            };
+            println!(
+                "{:<14} {:<8} {:<62} {}",
+                p.id,
+                v.kind,
+                first_line(&v.request),
+                result
+            );
+        }
+    }
+    println!("\naudit events: {}", audit_path.display());
+    if once {
+        return Ok(if failures == 0 {
+            ExitCode::SUCCESS
+        } else {
+            ExitCode::FAILURE
+        });
+    }
+    println!("\nThe gateway keeps serving on http://{gw_addr}/ (Ctrl-C to stop). Try:");
+    println!("  curl -i http://{gw_addr}/hello");
+    println!("  curl -i -H 'Range: bytes=0-18446744073709551615' http://{gw_addr}/");
+    println!("  curl -i -A '() {{ :; }}; /bin/id' http://{gw_addr}/cgi-bin/status");
+    tokio::signal::ctrl_c().await.ok();
+    Ok(ExitCode::SUCCESS)
+}
