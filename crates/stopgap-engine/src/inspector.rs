@@ -32,7 +32,7 @@ pub enum Output {
     /// Write these bytes to the client.
     ToClient(Bytes),
     /// Record this event.
-    Audit(AuditEvent),
+    Audit(Box<AuditEvent>),
     /// Flush everything emitted before, then close both connections.
     Close,
 }
@@ -271,7 +271,7 @@ impl FlowInspector {
         e.outcome = "bad_gateway".into();
         e.status = Some(502);
         e.detail = Some(detail.to_string());
-        self.out.push_back(Output::Audit(e));
+        self.out.push_back(Output::Audit(Box::new(e)));
     }
 
     /// Queues a local reply behind any responses still owed to the client.
@@ -305,7 +305,7 @@ impl FlowInspector {
         e.status = Some(status);
         e.anomaly = Some(anomaly);
         e.detail = Some(detail);
-        self.out.push_back(Output::Audit(e));
+        self.out.push_back(Output::Audit(Box::new(e)));
         self.local_reply(reply(status, true), true);
         if !matches!(self.req, ReqState::Closed) {
             // The reply waits behind earlier responses; take no more requests meanwhile.
@@ -480,7 +480,7 @@ impl FlowInspector {
         e.excerpt = Some(excerpt(&evidence.value));
         if applied.mode == Mode::Monitor {
             e.outcome = format!("would_{}", patch.action.name());
-            self.out.push_back(Output::Audit(e));
+            self.out.push_back(Output::Audit(Box::new(e)));
             return false;
         }
         let terminal = match &patch.action {
@@ -505,7 +505,7 @@ impl FlowInspector {
                 return false;
             }
         };
-        self.out.push_back(Output::Audit(e));
+        self.out.push_back(Output::Audit(Box::new(e)));
         terminal
     }
 
@@ -721,7 +721,7 @@ impl FlowInspector {
             before: excerpt(before),
             after: excerpt(after),
         });
-        self.out.push_back(Output::Audit(e));
+        self.out.push_back(Output::Audit(Box::new(e)));
     }
 
     fn forward_head(&mut self, head: RequestHead, raw: Bytes, snapshot: &Arc<PatchSet>) {
@@ -1029,7 +1029,7 @@ impl FlowInspector {
                     _ => e.outcome = "logged".into(),
                 }
             }
-            self.out.push_back(Output::Audit(e));
+            self.out.push_back(Output::Audit(Box::new(e)));
             if rejected.is_some() {
                 break;
             }

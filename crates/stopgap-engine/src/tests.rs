@@ -41,7 +41,7 @@ impl Harness {
                     assert!(!self.closed, "data after close");
                     self.to_client.extend_from_slice(&b);
                 }
-                Output::Audit(e) => self.events.push(e),
+                Output::Audit(e) => self.events.push(*e),
                 Output::Close => self.closed = true,
             }
         }

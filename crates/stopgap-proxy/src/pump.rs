@@ -139,7 +139,7 @@ async fn handle_connection(
                     }
                 }
                 Output::ToClient(bytes) => client_w.write_all(&bytes).await?,
-                Output::Audit(event) => rt.audit.record(event),
+                Output::Audit(event) => rt.audit.record(*event),
                 Output::Close => {
                     client_w.flush().await?;
                     let _ = client_w.shutdown().await;

@@ -140,10 +140,7 @@ pub async fn run(listen: SocketAddr, patches_dir: &Path, once: bool) -> anyhow::
         "stopgap demo: gateway {gw_addr} -> demo upstream {up_addr}, {} patches applied\n",
         patches.len()
     );
-    println!(
-        "{:<14} {:<8} {:<62} {}",
-        "PATCH", "VECTOR", "REQUEST", "RESULT"
-    );
+    println!("{:<14} {:<8} {:<62} RESULT", "PATCH", "VECTOR", "REQUEST");
     let mut failures = 0;
     for p in &patches {
         let picks = [

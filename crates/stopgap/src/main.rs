@@ -118,7 +118,7 @@ fn load_patches(dir: &Path) -> Option<Vec<stopgap_patch::Patch>> {
     match load_dir(dir) {
         Ok(p) => Some(p),
         Err(diags) => {
-            eprint!("{diags}\n");
+            eprintln!("{diags}");
             None
         }
     }

@@ -273,7 +273,7 @@ fn compare(v: &Val<'_>, op: CmpOp, rhs: &Operand, regex: Option<&regex::bytes::R
         }
         CmpOp::Matches => regex.is_some_and(|r| r.is_match(&bytes)),
         CmpOp::NotMatches => regex.is_some_and(|r| !r.is_match(&bytes)),
-        CmpOp::Contains => lit(|h, n| memmem(h, n)),
+        CmpOp::Contains => lit(memmem),
         CmpOp::StartsWith => lit(<[u8]>::starts_with),
         CmpOp::EndsWith => lit(<[u8]>::ends_with),
         CmpOp::In => match rhs {

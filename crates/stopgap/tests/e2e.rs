@@ -1,0 +1,653 @@
+//! End-to-end tests: the real `stopgap` binary between real clients (curl, raw TCP) and real
+//! servers (nginx, and a recording upstream that proves byte-exactness).
+//!
+//! nginx and curl must be installed (`scripts/test.sh` installs them from Debian packages).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use stopgap_proto::http1::{parse_request_head, BodyDecoder, Limits};
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for_port(port: u16, child: &mut Child, what: &str) {
+    let start = Instant::now();
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("{what} exited early: {status}");
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(15),
+            "{what} did not start on port {port}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+struct TempDir(PathBuf);
+impl TempDir {
+    fn new(tag: &str) -> Self {
+        let p = std::env::temp_dir().join(format!(
+            "stopgap-e2e-{tag}-{}-{}",
+            std::process::id(),
+            free_port()
+        ));
+        std::fs::create_dir_all(&p).unwrap();
+        Self(p)
+    }
+}
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+struct Proc(Child);
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+struct Nginx {
+    port: u16,
+    www: PathBuf,
+    _proc: Proc,
+    _dir: TempDir,
+}
+
+fn nginx_binary() -> PathBuf {
+    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
+        if Path::new(p).exists() {
+            return p.into();
+        }
+    }
+    panic!("nginx is not installed: run scripts/test.sh, which installs the test peers");
+}
+
+impl Nginx {
+    fn start() -> Self {
+        let dir = TempDir::new("nginx");
+        let port = free_port();
+        let www = dir.0.join("www");
+        std::fs::create_dir_all(www.join("upload")).unwrap();
+        std::fs::write(www.join("index.html"), "<html>hello from nginx</html>\n").unwrap();
+        let big: Vec<u8> = (0..10 * 1024 * 1024u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
+            .collect();
+        std::fs::write(www.join("big.bin"), big).unwrap();
+        let d = dir.0.display();
+        let conf = format!(
+            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
+               fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
+               server {{ listen 127.0.0.1:{port}; root {d}/www;\n\
+                 location /upload/ {{ dav_methods PUT; create_full_put_path on; client_max_body_size 20m; }}\n\
+               }} }}\n"
+        );
+        let conf_path = dir.0.join("nginx.conf");
+        std::fs::write(&conf_path, conf).unwrap();
+        let mut child = Command::new(nginx_binary())
+            .arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&dir.0)
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start nginx");
+        wait_for_port(port, &mut child, "nginx");
+        Self {
+            port,
+            www,
+            _proc: Proc(child),
+            _dir: dir,
+        }
+    }
+}
+
+struct Gateway {
+    port: u16,
+    audit: PathBuf,
+    proc: Proc,
+    _dir: TempDir,
+}
+
+impl Gateway {
+    fn start(upstream: u16, patches: &Path) -> Self {
+        let dir = TempDir::new("gw");
+        let port = free_port();
+        let audit = dir.0.join("audit.jsonl");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+            .args([
+                "serve",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--upstream",
+                &format!("127.0.0.1:{upstream}"),
+            ])
+            .arg("--patches")
+            .arg(patches)
+            .arg("--audit-log")
+            .arg(&audit)
+            .env("STOPGAP_LOG", "warn")
+            .spawn()
+            .expect("start stopgap");
+        wait_for_port(port, &mut child, "stopgap");
+        Self {
+            port,
+            audit,
+            proc: Proc(child),
+            _dir: dir,
+        }
+    }
+
+    fn audit_events(&self) -> Vec<serde_json::Value> {
+        // The writer flushes when idle; give it a moment.
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::read_to_string(&self.audit)
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).expect("audit line is JSON"))
+            .collect()
+    }
+
+    fn peak_rss_kib(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.proc.0.id())).unwrap();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap()
+    }
+}
+
+fn library() -> PathBuf {
+    repo().join("patches")
+}
+
+fn curl(args: &[&str]) -> (String, Vec<u8>) {
+    let out = Command::new("curl")
+        .args(["-sS", "--max-time", "60", "-o", "-", "-w", "\n%{http_code}"])
+        .args(args)
+        .output()
+        .expect("curl is not installed: run scripts/test.sh");
+    let mut body = out.stdout;
+    let nl = body.iter().rposition(|&b| b == b'\n').unwrap();
+    let code = String::from_utf8_lossy(&body[nl + 1..]).into_owned();
+    body.truncate(nl);
+    (code, body)
+}
+
+/// Reads HTTP responses from a stream until `count` complete ones have arrived or it closes.
+fn read_responses(
+    s: &mut TcpStream,
+    count: usize,
+    head_request: bool,
+) -> (Vec<(u16, Vec<u8>)>, bool) {
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let mut buf = Vec::new();
+    let mut out = Vec::new();
+    let mut closed = false;
+    let limits = Limits::default();
+    let mut chunk = [0u8; 65536];
+    while out.len() < count {
+        // Parse as many responses as the buffer holds.
+        while let Ok(Some(head)) = stopgap_proto::http1::parse_response_head(&buf, &limits) {
+            let framing = head.framing(head_request).unwrap();
+            let mut body = Vec::new();
+            let mut d = BodyDecoder::new(framing, &limits);
+            let p = d
+                .decode(&buf[head.raw().len()..], |b| body.extend_from_slice(b))
+                .unwrap();
+            if !p.done {
+                break;
+            }
+            buf.drain(..head.raw().len() + p.consumed);
+            if head.status >= 200 {
+                out.push((head.status, body));
+            }
+        }
+        if out.len() >= count {
+            break;
+        }
+        match s.read(&mut chunk) {
+            Ok(0) | Err(_) => {
+                closed = true;
+                break;
+            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
+        }
+    }
+    (out, closed)
+}
+
+fn is_closed(s: &mut TcpStream) -> bool {
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let mut b = [0u8; 1];
+    matches!(s.read(&mut b), Ok(0) | Err(_))
+}
+
+/// An upstream that records every byte per connection and answers each request with 200.
+struct Recorder {
+    port: u16,
+    conns: Arc<Mutex<Vec<Vec<u8>>>>,
+}
+
+impl Recorder {
+    fn start() -> Self {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let conns: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+        let c = conns.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut s) = stream else { continue };
+                let c = c.clone();
+                std::thread::spawn(move || {
+                    let idx = {
+                        let mut all = c.lock().unwrap();
+                        all.push(Vec::new());
+                        all.len() - 1
+                    };
+                    let mut buf = Vec::new();
+                    let mut chunk = [0u8; 65536];
+                    let limits = Limits::default();
+                    let mut n_req = 0;
+                    loop {
+                        let n = match s.read(&mut chunk) {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => n,
+                        };
+                        c.lock().unwrap()[idx].extend_from_slice(&chunk[..n]);
+                        buf.extend_from_slice(&chunk[..n]);
+                        while let Ok(Some(head)) = parse_request_head(&buf, &limits) {
+                            let Ok(framing) = head.framing() else { return };
+                            let mut d = BodyDecoder::new(framing, &limits);
+                            let Ok(p) = d.decode(&buf[head.raw().len()..], |_| {}) else {
+                                return;
+                            };
+                            if !p.done {
+                                break;
+                            }
+                            n_req += 1;
+                            let body = format!("recorded request {n_req}\n");
+                            let resp = format!("HTTP/1.1 200 OK\r\nX-Recorder: yes\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+                            if s.write_all(resp.as_bytes()).is_err() {
+                                return;
+                            }
+                            buf.drain(..head.raw().len() + p.consumed);
+                        }
+                    }
+                });
+            }
+        });
+        Self { port, conns }
+    }
+
+    fn received(&self) -> Vec<u8> {
+        std::thread::sleep(Duration::from_millis(100));
+        self.conns.lock().unwrap().concat()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Record {
+    id: String,
+    kind: String,
+    expect: String,
+    notes: String,
+    dialogue: Vec<Step>,
+}
+#[derive(serde::Deserialize)]
+struct Step {
+    dir: String,
+    b64: String,
+}
+
+fn corpus() -> Vec<Record> {
+    std::fs::read_to_string(repo().join("tests/corpus/http.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn c2s(r: &Record) -> Vec<u8> {
+    r.dialogue
+        .iter()
+        .filter(|s| s.dir == "c2s")
+        .flat_map(|s| {
+            base64::engine::general_purpose::STANDARD
+                .decode(&s.b64)
+                .unwrap()
+        })
+        .collect()
+}
+
+#[test]
+fn benign_traffic_through_nginx_is_unchanged() {
+    let nginx = Nginx::start();
+    let gw = Gateway::start(nginx.port, &library());
+    let via = |p: &str| format!("http://127.0.0.1:{}{p}", gw.port);
+    let direct = |p: &str| format!("http://127.0.0.1:{}{p}", nginx.port);
+
+    let (code, body) = curl(&[&via("/index.html")]);
+    assert_eq!(
+        (code.as_str(), body.as_slice()),
+        ("200", &b"<html>hello from nginx</html>\n"[..])
+    );
+    let (code, body) = curl(&["-I", &via("/index.html")]);
+    assert_eq!(code, "200");
+    assert!(String::from_utf8_lossy(&body).contains("Content-Length: 30"));
+
+    // Keep-alive: two requests, one connection.
+    let out = Command::new("curl")
+        .args([
+            "-sS",
+            "-o",
+            "/dev/null",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{num_connects}\n",
+        ])
+        .args([via("/index.html"), via("/index.html")])
+        .output()
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "1\n0\n",
+        "second request reused the connection"
+    );
+
+    // Pipelining: three requests written at once, three answers in order.
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\nGET /missing HTTP/1.1\r\nHost: x\r\n\r\nHEAD /index.html HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    let (resps, _) = read_responses(&mut s, 2, false);
+    assert_eq!(resps[0].0, 200);
+    assert_eq!(resps[1].0, 404);
+
+    // 10 MiB download, byte-exact.
+    let (code, body) = curl(&[&via("/big.bin")]);
+    assert_eq!(code, "200");
+    assert!(
+        body == std::fs::read(nginx.www.join("big.bin")).unwrap(),
+        "download altered"
+    );
+    let (_, direct_body) = curl(&[&direct("/big.bin")]);
+    assert_eq!(body.len(), direct_body.len());
+
+    // 10 MiB chunked upload, stored by nginx byte-exact.
+    let src = nginx.www.join("big.bin");
+    let (code, _) = curl(&[
+        "-T",
+        src.to_str().unwrap(),
+        "-H",
+        "Transfer-Encoding: chunked",
+        &via("/upload/copy.bin"),
+    ]);
+    assert_eq!(code, "201");
+    assert!(
+        std::fs::read(nginx.www.join("upload/copy.bin")).unwrap() == std::fs::read(&src).unwrap(),
+        "upload altered"
+    );
+
+    // Streaming, not buffering: the gateway's peak RSS stays far below the body sizes.
+    let peak = gw.peak_rss_kib();
+    assert!(
+        peak < 40 * 1024,
+        "peak RSS {peak} KiB during 10 MiB transfers (bound: 40 MiB)"
+    );
+}
+
+#[test]
+fn every_shipped_exploit_is_refused_and_the_connection_goes_on() {
+    let nginx = Nginx::start();
+    let gw = Gateway::start(nginx.port, &library());
+    let patches = stopgap_patch::load_dir(&library()).unwrap();
+    for p in &patches {
+        for v in p.vectors.iter().filter(|v| v.expect_match) {
+            let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+            s.write_all(&v.request).unwrap();
+            let closes = String::from_utf8_lossy(&v.request)
+                .to_ascii_lowercase()
+                .contains("connection: close");
+            if !closes {
+                s.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+                    .unwrap();
+            }
+            let (resps, _) = read_responses(&mut s, if closes { 1 } else { 2 }, false);
+            assert_eq!(resps[0].0, 400, "{} {}", p.id, v.source);
+            if closes {
+                assert!(is_closed(&mut s));
+            } else {
+                assert_eq!(
+                    resps.get(1).map(|r| r.0),
+                    Some(200),
+                    "{} {}: next request not served",
+                    p.id,
+                    v.source
+                );
+            }
+        }
+    }
+    let events = gw.audit_events();
+    for p in &patches {
+        assert!(
+            events
+                .iter()
+                .any(|e| e["patch"] == p.id.as_str() && e["outcome"] == "rejected"),
+            "no audit event for {}",
+            p.id
+        );
+    }
+    let e = events
+        .iter()
+        .find(|e| e["patch"] == "SG-2015-1635")
+        .unwrap();
+    for key in [
+        "ts", "event", "flow", "client", "upstream", "method", "uri", "cve", "action", "mode",
+        "field", "excerpt", "status",
+    ] {
+        assert!(!e[key].is_null(), "audit event lacks {key}: {e}");
+    }
+}
+
+#[test]
+fn public_corpus_through_the_real_gateway() {
+    let rec = Recorder::start();
+    let gw = Gateway::start(rec.port, &library());
+    let mut table = std::collections::BTreeMap::<String, (u32, u32)>::new();
+    for r in corpus() {
+        let bytes = c2s(&r);
+        let before = rec.received().len();
+        let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+        s.write_all(&bytes).unwrap();
+        let (resps, _) = read_responses(&mut s, 1, false);
+        let status = resps.first().map_or(0, |r| r.0);
+        let seen = rec.received()[before..].to_vec();
+        let ok = match r.expect.as_str() {
+            "pass" => seen == bytes && status == 200 && resps[0].1.starts_with(b"recorded request"),
+            "neutralize" => seen.is_empty() && (400..500).contains(&status),
+            "reject" => {
+                let head_end = bytes
+                    .windows(4)
+                    .position(|w| w == b"\r\n\r\n")
+                    .map_or(0, |i| i + 4);
+                let status_ok = status == 400 || (status == 501 && r.notes.contains("501"));
+                status_ok && seen.len() <= head_end && is_closed(&mut s)
+            }
+            other => panic!("unknown expect {other}"),
+        };
+        let entry = table.entry(r.kind.clone()).or_default();
+        entry.1 += 1;
+        entry.0 += u32::from(ok);
+        assert!(
+            ok,
+            "{} ({}): expect {}, got status {status}, upstream saw {:?}",
+            r.id,
+            r.kind,
+            r.expect,
+            String::from_utf8_lossy(&seen)
+        );
+    }
+    println!("{:<10} {:>5}", "kind", "score");
+    for (kind, (ok, total)) in table {
+        println!("{kind:<10} {ok:>2}/{total}");
+    }
+}
+
+#[test]
+fn recording_upstream_sees_exact_bytes_and_client_sees_exact_responses() {
+    let rec = Recorder::start();
+    let gw = Gateway::start(rec.port, &library());
+    let sent = b"GET /a?x=1 HTTP/1.1\r\nhost: X\r\nX-CaSe:   spaced value  \r\n\r\n\
+POST /b HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n4;name=\"v a\"\r\nabcd\r\n0\r\nX-Trailer: t\r\n\r\n\
+PUT /c HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nxyz";
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(sent).unwrap();
+    let (resps, _) = read_responses(&mut s, 3, false);
+    assert_eq!(resps.len(), 3);
+    assert_eq!(resps[2].1, b"recorded request 3\n");
+    assert_eq!(rec.received(), sent.to_vec());
+}
+
+#[test]
+fn monitor_mode_changes_nothing_and_logs() {
+    let dir = TempDir::new("monitor");
+    let src = std::fs::read_to_string(library().join("SG-2015-1635-httpsys-range.toml")).unwrap();
+    std::fs::write(
+        dir.0.join("p.toml"),
+        src.replace("mode = \"enforce\"", "mode = \"monitor\""),
+    )
+    .unwrap();
+    let rec = Recorder::start();
+    let gw = Gateway::start(rec.port, &dir.0);
+    let exploit = b"GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=0-18446744073709551615\r\n\r\n";
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    s.write_all(exploit).unwrap();
+    let (resps, _) = read_responses(&mut s, 1, false);
+    assert_eq!(resps[0].0, 200);
+    assert_eq!(rec.received(), exploit.to_vec());
+    let events = gw.audit_events();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["outcome"] == "would_reject" && e["mode"] == "monitor"),
+        "{events:?}"
+    );
+}
+
+#[test]
+fn dead_upstream_gives_502_and_the_gateway_keeps_serving() {
+    let dead = free_port();
+    let gw = Gateway::start(dead, &library());
+    for _ in 0..2 {
+        let (code, _) = curl(&[&format!("http://127.0.0.1:{}/", gw.port)]);
+        assert_eq!(code, "502");
+    }
+    assert!(gw
+        .audit_events()
+        .iter()
+        .any(|e| e["event"] == "upstream_error"));
+}
+
+#[test]
+fn check_prints_located_errors_and_fails() {
+    let dir = TempDir::new("check");
+    let good = std::fs::read_to_string(library().join("SG-2015-1635-httpsys-range.toml")).unwrap();
+    std::fs::write(
+        dir.0.join("a.toml"),
+        good.replace(
+            "http.request.header(\"range\") ~",
+            "http.request.header(\"range\") ~~",
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.0.join("b.toml"), "id = \"SG-1\"\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+        .args(["check", "--patches"])
+        .arg(&dir.0)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    let a = dir.0.join("a.toml");
+    assert!(
+        err.contains(&format!("{}:", a.display())) && err.contains(": error: "),
+        "{err}"
+    );
+    assert!(err.contains("b.toml:"), "all files reported: {err}");
+    let ok = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+        .args(["check", "--patches"])
+        .arg(library())
+        .output()
+        .unwrap();
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+}
+
+#[test]
+fn busy_port_and_bad_flags_fail_with_one_clear_line() {
+    let busy = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = busy.local_addr().unwrap().port();
+    let out = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--upstream",
+            "127.0.0.1:9",
+            "--patches",
+        ])
+        .arg(library())
+        .env("STOPGAP_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("already in use"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+        .args(["serve", "--listen", "nonsense"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("invalid value 'nonsense'"));
+
+    let out = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            "127.0.0.1:9",
+            "--patches",
+            "/nonexistent",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read patch directory"));
+}
