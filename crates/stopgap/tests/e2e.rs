@@ -651,3 +651,28 @@ fn busy_port_and_bad_flags_fail_with_one_clear_line() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot read patch directory"));
 }
+
+#[test]
+fn demo_runs_its_tour_and_reports_every_vector() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+        .args(["demo", "--once", "--listen", "127.0.0.1:0"])
+        .current_dir(repo())
+        .env("STOPGAP_LOG", "warn")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("refused: HTTP/1.1 400 Bad Request"), "{text}");
+    assert!(
+        text.contains("passed byte-for-byte: HTTP/1.1 200 OK"),
+        "{text}"
+    );
+    assert!(
+        !text.contains("NOT REFUSED") && !text.contains("ALTERED"),
+        "{text}"
+    );
+}
