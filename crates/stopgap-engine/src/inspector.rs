@@ -266,6 +266,24 @@ impl FlowInspector {
         }
     }
 
+    /// A `patch_match` event with the patch, mode and evidence filled in.
+    fn match_event(
+        &self,
+        patch: &stopgap_patch::Patch,
+        mode: Mode,
+        head: &RequestHead,
+        evidence: &Evidence,
+    ) -> AuditEvent {
+        let mut e = self.base_event(event::PATCH_MATCH, Some(head));
+        e.patch = Some(patch.id.clone());
+        e.cve = patch.cve.clone();
+        e.action = Some(patch.action.name());
+        e.mode = Some(mode.as_str());
+        e.field = Some(evidence.field.clone());
+        e.excerpt = Some(excerpt(&evidence.value));
+        e
+    }
+
     fn audit_upstream(&mut self, detail: &str) {
         let mut e = self.base_event(event::UPSTREAM_ERROR, None);
         e.outcome = "bad_gateway".into();
@@ -471,13 +489,7 @@ impl FlowInspector {
         verdict: &mut Verdict,
     ) -> bool {
         let patch = &applied.patch;
-        let mut e = self.base_event(event::PATCH_MATCH, Some(head));
-        e.patch = Some(patch.id.clone());
-        e.cve = patch.cve.clone();
-        e.action = Some(patch.action.name());
-        e.mode = Some(applied.mode.as_str());
-        e.field = Some(evidence.field.clone());
-        e.excerpt = Some(excerpt(&evidence.value));
+        let mut e = self.match_event(patch, applied.mode, head, evidence);
         if applied.mode == Mode::Monitor {
             e.outcome = format!("would_{}", patch.action.name());
             self.out.push_back(Output::Audit(Box::new(e)));
@@ -703,19 +715,13 @@ impl FlowInspector {
         before: &[u8],
         after: &[u8],
     ) {
-        let mut e = self.base_event(event::PATCH_MATCH, Some(head));
-        e.patch = Some(patch.id.clone());
-        e.cve = patch.cve.clone();
-        e.action = Some(patch.action.name());
-        e.mode = Some(Mode::Enforce.as_str());
+        let mut e = self.match_event(patch, Mode::Enforce, head, evidence);
         e.outcome = match patch.action {
             Action::Strip { .. } => "stripped",
             Action::Truncate { .. } => "truncated",
             _ => "replaced",
         }
         .into();
-        e.field = Some(evidence.field.clone());
-        e.excerpt = Some(excerpt(&evidence.value));
         e.change = Some(Change {
             target,
             before: excerpt(before),
@@ -1003,14 +1009,8 @@ impl FlowInspector {
             let Some(evidence) = view.eval(&applied.patch.when) else {
                 continue;
             };
-            let mut e = self.base_event(event::PATCH_MATCH, Some(&req));
+            let mut e = self.match_event(&applied.patch, applied.mode, &req, &evidence);
             e.request = request_no;
-            e.patch = Some(applied.patch.id.clone());
-            e.cve = applied.patch.cve.clone();
-            e.action = Some(applied.patch.action.name());
-            e.mode = Some(applied.mode.as_str());
-            e.field = Some(evidence.field.clone());
-            e.excerpt = Some(excerpt(&evidence.value));
             if applied.mode == Mode::Monitor {
                 e.outcome = format!("would_{}", applied.patch.action.name());
             } else {

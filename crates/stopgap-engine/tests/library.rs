@@ -17,23 +17,30 @@ struct Run {
     closed: bool,
 }
 
-fn run(snapshot: &Arc<PatchSet>, request: &[u8]) -> Run {
+/// Feeds `request` in pieces of `piece` bytes (all at once when `None`), collecting outputs.
+fn run_in_pieces(snapshot: &Arc<PatchSet>, request: &[u8], piece: Option<usize>) -> Run {
     let mut insp = FlowInspector::new(InspectorConfig::default(), FlowMeta::default());
-    insp.handle_data(Side::Client, request, snapshot);
     let mut r = Run {
         to_server: Vec::new(),
         to_client: Vec::new(),
         closed: false,
     };
-    while let Some(o) = insp.poll_output() {
-        match o {
-            Output::ToServer(b) => r.to_server.extend_from_slice(&b),
-            Output::ToClient(b) => r.to_client.extend_from_slice(&b),
-            Output::Close => r.closed = true,
-            Output::Audit(_) => {}
+    for chunk in request.chunks(piece.unwrap_or(request.len()).max(1)) {
+        insp.handle_data(Side::Client, chunk, snapshot);
+        while let Some(o) = insp.poll_output() {
+            match o {
+                Output::ToServer(b) => r.to_server.extend_from_slice(&b),
+                Output::ToClient(b) => r.to_client.extend_from_slice(&b),
+                Output::Close => r.closed = true,
+                Output::Audit(_) => {}
+            }
         }
     }
     r
+}
+
+fn run(snapshot: &Arc<PatchSet>, request: &[u8]) -> Run {
+    run_in_pieces(snapshot, request, None)
 }
 
 fn library() -> Arc<PatchSet> {
@@ -134,28 +141,7 @@ fn corpus_records_meet_their_expectation_with_the_whole_library() {
         let bytes = client_bytes(&r);
         // Whole, and byte by byte: the verdict must not depend on how bytes arrive.
         for chunked in [false, true] {
-            let out = if chunked {
-                let mut insp = FlowInspector::new(InspectorConfig::default(), FlowMeta::default());
-                let mut o = Run {
-                    to_server: Vec::new(),
-                    to_client: Vec::new(),
-                    closed: false,
-                };
-                for b in bytes.chunks(1) {
-                    insp.handle_data(Side::Client, b, &all);
-                    while let Some(x) = insp.poll_output() {
-                        match x {
-                            Output::ToServer(b) => o.to_server.extend_from_slice(&b),
-                            Output::ToClient(b) => o.to_client.extend_from_slice(&b),
-                            Output::Close => o.closed = true,
-                            Output::Audit(_) => {}
-                        }
-                    }
-                }
-                o
-            } else {
-                run(&all, &bytes)
-            };
+            let out = run_in_pieces(&all, &bytes, chunked.then_some(1));
             let ok = match r.expect.as_str() {
                 // A gateway that needs the body answers `Expect: 100-continue` itself when
                 // the body has not been sent yet (byte-by-byte replay); nothing else.

@@ -538,6 +538,22 @@ fn map_httparse(e: httparse::Error) -> HeadError {
     HeadError::Malformed { what }
 }
 
+/// httparse must have consumed exactly the delimited head.
+fn check_parsed(
+    result: httparse::Result<usize>,
+    end: usize,
+    limits: &Limits,
+) -> Result<(), HeadError> {
+    match result {
+        Ok(httparse::Status::Complete(n)) if n == end => Ok(()),
+        Ok(_) => Err(HeadError::Malformed { what: "CRLF" }),
+        Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders {
+            limit: limits.max_headers,
+        }),
+        Err(e) => Err(map_httparse(e)),
+    }
+}
+
 fn collect_fields(
     raw: &[u8],
     parsed: &[httparse::Header<'_>],
@@ -584,16 +600,7 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
     let raw = &buf[..end];
     let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers + 1];
     let mut req = httparse::Request::new(&mut storage);
-    match req.parse(raw) {
-        Ok(httparse::Status::Complete(n)) if n == end => {}
-        Ok(_) => return Err(HeadError::Malformed { what: "CRLF" }),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::TooManyHeaders {
-                limit: limits.max_headers,
-            })
-        }
-        Err(e) => return Err(map_httparse(e)),
-    }
+    check_parsed(req.parse(raw), end, limits)?;
     let base = raw.as_ptr() as usize;
     let method_str = req.method.unwrap_or_default();
     let method_start = method_str.as_ptr() as usize - base;
@@ -641,16 +648,7 @@ pub fn parse_response_head(buf: &[u8], limits: &Limits) -> Result<Option<Respons
     let raw = &buf[..end];
     let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers + 1];
     let mut resp = httparse::Response::new(&mut storage);
-    match resp.parse(raw) {
-        Ok(httparse::Status::Complete(n)) if n == end => {}
-        Ok(_) => return Err(HeadError::Malformed { what: "CRLF" }),
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HeadError::TooManyHeaders {
-                limit: limits.max_headers,
-            })
-        }
-        Err(e) => return Err(map_httparse(e)),
-    }
+    check_parsed(resp.parse(raw), end, limits)?;
     let version = if resp.version == Some(0) {
         Version::Http10
     } else {
