@@ -275,6 +275,29 @@ fn body_patch_rejects_within_window() {
 }
 
 #[test]
+fn gateway_continue_replaces_the_servers_own() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.body contains "evil""#,
+        "action = \"reject\"",
+    )));
+    let head = b"PUT /f HTTP/1.1\r\nHost: h\r\nExpect: 100-continue\r\nContent-Length: 2\r\n\r\n";
+    h.client(head);
+    assert_eq!(h.to_client, b"HTTP/1.1 100 Continue\r\n\r\n");
+    h.client(b"ok");
+    assert_eq!(
+        h.to_server,
+        [&head[..], b"ok"].concat(),
+        "forwarded as sent"
+    );
+    h.server(b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n");
+    assert_eq!(
+        h.to_client,
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 201 Created\r\nContent-Length: 0\r\n\r\n",
+        "one 100 Continue reaches the client"
+    );
+}
+
+#[test]
 fn reset_closes() {
     let mut h = Harness::new(set(patch(
         r#"http.request.uri contains "evil""#,
