@@ -411,6 +411,7 @@ fn benign_traffic_through_nginx_is_unchanged() {
 
     // Streaming, not buffering: the gateway's peak RSS stays far below the body sizes.
     let peak = gw.peak_rss_kib();
+    println!("gateway peak RSS after 10 MiB download and upload: {peak} KiB");
     assert!(
         peak < 40 * 1024,
         "peak RSS {peak} KiB during 10 MiB transfers (bound: 40 MiB)"
