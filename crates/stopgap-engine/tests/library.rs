@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use base64::Engine as _;
 use stopgap_engine::{FlowInspector, FlowMeta, InspectorConfig, Output, Side};
 use stopgap_patch::{load_dir, PatchSet};
 
@@ -99,46 +98,15 @@ fn every_patch_vector_alone_and_with_the_whole_library() {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Record {
-    id: String,
-    kind: String,
-    expect: String,
-    notes: String,
-    dialogue: Vec<Step>,
-}
-
-#[derive(serde::Deserialize)]
-struct Step {
-    dir: String,
-    b64: String,
-}
-
-fn records() -> Vec<Record> {
-    let text = std::fs::read_to_string(root().join("tests/corpus/http.jsonl")).unwrap();
-    text.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn client_bytes(r: &Record) -> Vec<u8> {
-    r.dialogue
-        .iter()
-        .filter(|s| s.dir == "c2s")
-        .flat_map(|s| {
-            base64::engine::general_purpose::STANDARD
-                .decode(&s.b64)
-                .unwrap()
-        })
-        .collect()
-}
+#[path = "../../../tests/support/corpus.rs"]
+mod corpus;
 
 #[test]
 fn corpus_records_meet_their_expectation_with_the_whole_library() {
     let all = library();
     let mut counts = std::collections::BTreeMap::<String, (u32, u32)>::new();
-    for r in records() {
-        let bytes = client_bytes(&r);
+    for r in corpus::http_records(&root()) {
+        let bytes = r.client_bytes();
         // Whole, and byte by byte: the verdict must not depend on how bytes arrive.
         for chunked in [false, true] {
             let out = run_in_pieces(&all, &bytes, chunked.then_some(1));

@@ -10,7 +10,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
 use stopgap_proto::http1::{parse_request_head, BodyDecoder, Limits};
 
 fn repo() -> PathBuf {
@@ -307,39 +306,8 @@ impl Recorder {
     }
 }
 
-#[derive(serde::Deserialize)]
-struct Record {
-    id: String,
-    kind: String,
-    expect: String,
-    notes: String,
-    dialogue: Vec<Step>,
-}
-#[derive(serde::Deserialize)]
-struct Step {
-    dir: String,
-    b64: String,
-}
-
-fn corpus() -> Vec<Record> {
-    std::fs::read_to_string(repo().join("tests/corpus/http.jsonl"))
-        .unwrap()
-        .lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn c2s(r: &Record) -> Vec<u8> {
-    r.dialogue
-        .iter()
-        .filter(|s| s.dir == "c2s")
-        .flat_map(|s| {
-            base64::engine::general_purpose::STANDARD
-                .decode(&s.b64)
-                .unwrap()
-        })
-        .collect()
-}
+#[path = "../../../tests/support/corpus.rs"]
+mod corpus;
 
 #[test]
 fn benign_traffic_through_nginx_is_unchanged() {
@@ -476,8 +444,8 @@ fn public_corpus_through_the_real_gateway() {
     let rec = Recorder::start();
     let gw = Gateway::start(rec.port, &library());
     let mut table = std::collections::BTreeMap::<String, (u32, u32)>::new();
-    for r in corpus() {
-        let bytes = c2s(&r);
+    for r in corpus::http_records(&repo()) {
+        let bytes = r.client_bytes();
         let before = rec.received().len();
         let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
         s.write_all(&bytes).unwrap();
