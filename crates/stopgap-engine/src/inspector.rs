@@ -333,15 +333,10 @@ impl FlowInspector {
     }
 
     fn client_data(&mut self, data: &[u8], snapshot: &Arc<PatchSet>) {
-        match self.req {
-            ReqState::Closed => return,
-            ReqState::Tunnel => {
-                self.out
-                    .push_back(Output::ToServer(Bytes::copy_from_slice(data)));
-                return;
-            }
-            _ => {}
+        if matches!(self.req, ReqState::Closed) {
+            return;
         }
+        // After a 101 the buffer is drained by the `Tunnel` arm below.
         self.client_buf.extend_from_slice(data);
         loop {
             match &mut self.req {
@@ -808,11 +803,10 @@ impl FlowInspector {
             return;
         };
         // Body edited: re-frame.
-        let rest_dropped = truncating;
         let (new_head, body_bytes, rest_mode) = match framing {
             Framing::Length(total) => {
                 let consumed = payload.len() as u64;
-                let new_len = if rest_dropped || body_done {
+                let new_len = if truncating || body_done {
                     new_payload.len() as u64
                 } else {
                     total - consumed + new_payload.len() as u64
@@ -821,7 +815,7 @@ impl FlowInspector {
                 (
                     head,
                     new_payload,
-                    if rest_dropped {
+                    if truncating {
                         BodyMode::Discard
                     } else {
                         BodyMode::Forward
@@ -830,13 +824,13 @@ impl FlowInspector {
             }
             _ => {
                 let mut chunked = edit::chunk(&new_payload);
-                if body_done || rest_dropped {
+                if body_done || truncating {
                     chunked.extend_from_slice(&edit::chunk(b""));
                 }
                 (
                     Some(head),
                     chunked,
-                    if rest_dropped {
+                    if truncating {
                         BodyMode::Discard
                     } else {
                         BodyMode::Rechunk
@@ -863,11 +857,6 @@ impl FlowInspector {
     }
 
     fn server_data(&mut self, data: &[u8]) {
-        if let RespState::Tunnel = self.resp {
-            self.out
-                .push_back(Output::ToClient(Bytes::copy_from_slice(data)));
-            return;
-        }
         self.server_buf.extend_from_slice(data);
         loop {
             match &mut self.resp {

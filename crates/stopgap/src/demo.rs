@@ -112,12 +112,7 @@ pub async fn run(listen: SocketAddr, patches_dir: &Path, once: bool) -> anyhow::
     let up_addr = up.local_addr()?;
     tokio::spawn(upstream(up, record.clone()));
 
-    let gw = TcpListener::bind(listen).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            anyhow!("cannot listen on {listen}: the address is already in use (pick another with --listen)")
-        }
-        _ => anyhow!("cannot listen on {listen}: {e}"),
-    })?;
+    let gw = crate::bind(listen).await?;
     let gw_addr = gw.local_addr()?;
     let audit_path = std::env::temp_dir().join("stopgap-demo-audit.jsonl");
     let audit = AuditLog::start(AuditTarget::File(audit_path.clone()))?;

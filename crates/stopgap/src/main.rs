@@ -164,6 +164,7 @@ fn check(config: Option<PathBuf>, patches: Option<PathBuf>) -> anyhow::Result<Ex
     })
 }
 
+/// Binds a listener; a busy address is one clear sentence.
 async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
     TcpListener::bind(addr).await.map_err(|e| match e.kind() {
         std::io::ErrorKind::AddrInUse => {
@@ -222,7 +223,6 @@ async fn serve(
     for l in &cfg.listeners {
         bound.push((l.clone(), bind(l.listen).await?));
     }
-    let mut tasks = Vec::new();
     for (l, listener) in bound {
         tracing::info!(
             listener = %l.name,
@@ -238,7 +238,7 @@ async fn serve(
             patches: set.clone(),
             audit: audit.clone(),
         };
-        tasks.push(tokio::spawn(serve_listener(listener, rt)));
+        tokio::spawn(serve_listener(listener, rt));
     }
     tokio::signal::ctrl_c().await.ok();
     tracing::info!("shutting down");
