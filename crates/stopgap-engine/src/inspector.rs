@@ -194,6 +194,24 @@ impl FlowInspector {
         matches!(self.req, ReqState::Closed)
     }
 
+    /// Requests seen on this connection so far (heads parsed, including refused ones).
+    #[must_use]
+    pub fn requests(&self) -> u64 {
+        self.requests
+    }
+
+    /// Whether the connection is between messages: no partial request, nothing owed to the
+    /// client. A draining gateway closes idle connections.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        matches!(self.req, ReqState::Head)
+            && matches!(self.resp, RespState::Head)
+            && self.client_buf.is_empty()
+            && self.server_buf.is_empty()
+            && self.pending.is_empty()
+            && self.out.is_empty()
+    }
+
     /// Bytes held in the inspector's buffers (for memory accounting).
     #[must_use]
     pub fn buffered(&self) -> usize {

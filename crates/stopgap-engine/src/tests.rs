@@ -387,3 +387,21 @@ fn framing_violation_is_refused_and_closed() {
         Some("content_length_and_transfer_encoding")
     );
 }
+
+#[test]
+fn idle_only_between_messages_and_requests_are_counted() {
+    let mut h = Harness::new(PatchSet::empty());
+    assert!(h.insp.is_idle(), "a fresh connection is idle");
+    h.client(b"GET / HTTP/1.1\r\nHo");
+    assert!(!h.insp.is_idle(), "half a head is not idle");
+    h.client(b"st: a\r\n\r\n");
+    assert!(!h.insp.is_idle(), "a forwarded request owes a response");
+    assert_eq!(h.insp.requests(), 1);
+    h.server(b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nab");
+    assert!(!h.insp.is_idle(), "half a response body is not idle");
+    h.server(b"cd");
+    assert!(h.insp.is_idle(), "a completed exchange is idle");
+    h.client(b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 3\r\n\r\nx");
+    assert!(!h.insp.is_idle(), "half a request body is not idle");
+    assert_eq!(h.insp.requests(), 2);
+}

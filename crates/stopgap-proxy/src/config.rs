@@ -13,6 +13,16 @@
 //! max_headers = 100
 //! inspection_window = 65536
 //! connect_timeout_ms = 5000
+//! shutdown_timeout_ms = 10000   # how long SIGTERM waits for in-flight requests
+//!
+//! [admin]                        # optional; defaults shown
+//! listen = "127.0.0.1:9190"      # or "off"
+//! [[admin.token]]                # optional; default: one token named "local" in
+//! name = "ops"                   #   <state dir>/admin.token, created on first start
+//! file = "ops.token"             # relative to this file; created (0600) when missing
+//!
+//! [state]                        # optional
+//! dir = "/var/lib/stopgap"       # patch states, default token, lock (default: see below)
 //!
 //! [[listener]]
 //! name = "web"
@@ -43,6 +53,64 @@ pub const MIN_MAX_REQUEST_LINE: usize = 256;
 pub const MAX_MAX_HEADERS: usize = 10_000;
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bound on how long a graceful shutdown waits for in-flight requests.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default admin API address.
+pub const DEFAULT_ADMIN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+    std::net::Ipv4Addr::LOCALHOST,
+    9190,
+));
+/// Name of the token created when none is configured.
+pub const DEFAULT_TOKEN_NAME: &str = "local";
+/// File name of that token in the state directory.
+pub const DEFAULT_TOKEN_FILE: &str = "admin.token";
+
+/// The default state directory: `$STOPGAP_STATE_DIR`, else `/var/lib/stopgap` for root, else
+/// `$XDG_STATE_HOME/stopgap`, else `~/.local/state/stopgap`.
+#[must_use]
+pub fn default_state_dir() -> PathBuf {
+    use std::os::unix::fs::MetadataExt;
+    if let Some(d) = std::env::var_os("STOPGAP_STATE_DIR").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d);
+    }
+    if std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0) {
+        return PathBuf::from("/var/lib/stopgap");
+    }
+    if let Some(d) = std::env::var_os("XDG_STATE_HOME").filter(|d| !d.is_empty()) {
+        return PathBuf::from(d).join("stopgap");
+    }
+    match std::env::var_os("HOME").filter(|d| !d.is_empty()) {
+        Some(home) => PathBuf::from(home).join(".local/state/stopgap"),
+        None => PathBuf::from(".stopgap-state"),
+    }
+}
+
+/// One admin token: its name (the actor in the audit trail) and its file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenConfig {
+    /// Name.
+    pub name: String,
+    /// File holding the secret.
+    pub file: PathBuf,
+}
+
+/// The admin API settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Address, or `None` when switched off.
+    pub listen: Option<SocketAddr>,
+    /// Tokens; empty means the default token in the state directory.
+    pub tokens: Vec<TokenConfig>,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(DEFAULT_ADMIN),
+            tokens: Vec::new(),
+        }
+    }
+}
 
 /// One listener.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +136,39 @@ pub struct GatewayConfig {
     pub inspector: InspectorConfig,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// Bound on a graceful shutdown.
+    pub shutdown_timeout: Duration,
+    /// Admin API.
+    pub admin: AdminConfig,
+    /// State directory (`None`: [`default_state_dir`]).
+    pub state_dir: Option<PathBuf>,
+}
+
+impl GatewayConfig {
+    /// A configuration with one listener and every default (the quick form).
+    #[must_use]
+    pub fn quick(listen: SocketAddr, upstream: SocketAddr, patches_dir: PathBuf) -> Self {
+        Self {
+            listeners: vec![ListenerConfig {
+                name: "quick".into(),
+                listen,
+                upstream,
+            }],
+            patches_dir,
+            audit: AuditTarget::Stderr,
+            inspector: InspectorConfig::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
+            admin: AdminConfig::default(),
+            state_dir: None,
+        }
+    }
+
+    /// The state directory in use.
+    #[must_use]
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir.clone().unwrap_or_else(default_state_dir)
+    }
 }
 
 #[derive(Deserialize)]
@@ -78,7 +179,32 @@ struct RawConfig {
     audit: Option<RawAudit>,
     #[serde(default)]
     limits: Option<RawLimits>,
+    #[serde(default)]
+    admin: Option<RawAdmin>,
+    #[serde(default)]
+    state: Option<RawState>,
     listener: Vec<RawListener>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: Option<Spanned<String>>,
+    #[serde(default)]
+    token: Vec<RawToken>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawToken {
+    name: Spanned<String>,
+    file: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawState {
+    dir: String,
 }
 
 #[derive(Deserialize)]
@@ -101,6 +227,7 @@ struct RawLimits {
     max_headers: Option<Spanned<i64>>,
     inspection_window: Option<Spanned<i64>>,
     connect_timeout_ms: Option<Spanned<i64>>,
+    shutdown_timeout_ms: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -160,6 +287,7 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
     let mut limits = Limits::default();
     let mut inspector = InspectorConfig::default();
     let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
+    let mut shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT;
     if let Some(l) = raw.limits {
         let mut bounded =
             |v: &Option<Spanned<i64>>, min: usize, max: usize, name: &str| -> Option<usize> {
@@ -200,7 +328,52 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         if let Some(n) = bounded(&l.connect_timeout_ms, 1, 600_000, "connect_timeout_ms") {
             connect_timeout = Duration::from_millis(n as u64);
         }
+        if let Some(n) = bounded(&l.shutdown_timeout_ms, 0, 3_600_000, "shutdown_timeout_ms") {
+            shutdown_timeout = Duration::from_millis(n as u64);
+        }
     }
+    let mut admin = AdminConfig::default();
+    if let Some(a) = raw.admin {
+        if let Some(l) = &a.listen {
+            if l.get_ref() == "off" {
+                admin.listen = None;
+            } else {
+                match l.get_ref().parse::<SocketAddr>() {
+                    Ok(addr) => admin.listen = Some(addr),
+                    Err(_) => err(
+                        l.span().start,
+                        format!("admin listen `{}` is not an IP:port address", l.get_ref()),
+                        "write it as 127.0.0.1:9190, or \"off\" to switch the admin API off",
+                    ),
+                }
+            }
+        }
+        for t in &a.token {
+            let name = t.name.get_ref();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "-_.@".contains(c))
+            {
+                err(
+                    t.name.span().start,
+                    format!("token name `{name}` is not a plain name"),
+                    "use letters, digits, '-', '_', '.', '@'",
+                );
+            } else if admin.tokens.iter().any(|x| &x.name == name) {
+                err(
+                    t.name.span().start,
+                    format!("token name `{name}` is used twice"),
+                    "each token needs its own name: it is the actor in the audit trail",
+                );
+            }
+            admin.tokens.push(TokenConfig {
+                name: name.clone(),
+                file: base.join(&t.file),
+            });
+        }
+    }
+    let state_dir = raw.state.map(|s| base.join(s.dir));
     inspector.limits = limits;
     let mut listeners = Vec::new();
     if raw.listener.is_empty() {
@@ -248,6 +421,9 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         audit,
         inspector,
         connect_timeout,
+        shutdown_timeout,
+        admin,
+        state_dir,
     })
 }
 
@@ -285,5 +461,23 @@ mod tests {
         assert_eq!(c.inspector.inspection_window, 4096);
         assert_eq!(c.listeners[0].name, "web");
         assert_eq!(c.audit, AuditTarget::Stderr);
+        assert_eq!(c.admin, AdminConfig::default());
+        assert_eq!(c.state_dir, None);
+    }
+
+    #[test]
+    fn admin_and_state_sections() {
+        let src = "[patches]\ndir = \".\"\n[admin]\nlisten = \"off\"\n[[admin.token]]\nname = \"ops\"\nfile = \"ops.token\"\n[state]\ndir = \"st\"\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\n";
+        let tmp = std::env::temp_dir();
+        let c = parse(&tmp.join("gw.toml"), src).unwrap();
+        assert_eq!(c.admin.listen, None);
+        assert_eq!(c.admin.tokens[0].file, tmp.join("ops.token"));
+        assert_eq!(c.state_dir, Some(tmp.join("st")));
+        let bad = src
+            .replace("\"off\"", "\"9190\"")
+            .replace("\"ops\"", "\"o p\"");
+        let e = parse(&tmp.join("gw.toml"), &bad).unwrap_err();
+        let lines: Vec<_> = e.0.iter().map(|d| d.line).collect();
+        assert_eq!(lines, [4, 6], "{e}");
     }
 }

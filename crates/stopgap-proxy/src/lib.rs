@@ -19,8 +19,10 @@
 
 pub mod audit;
 pub mod config;
+pub mod metrics;
 pub mod pump;
 
-pub use audit::AuditLog;
+pub use audit::{AuditLog, ControlEvent};
 pub use config::{GatewayConfig, ListenerConfig};
-pub use pump::{serve_listener, ListenerRuntime};
+pub use metrics::{ListenerMetrics, Metrics};
+pub use pump::{serve_listener, Drain, DrainSwitch, ListenerRuntime, ListenerSettings};

@@ -3,15 +3,17 @@
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use stopgap_engine::{FlowInspector, FlowMeta, InspectorConfig, Output, Side};
 use stopgap_patch::PatchSet;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
 
 use crate::audit::AuditLog;
+use crate::metrics::ListenerMetrics;
 
 /// Size of each per-connection read buffer.
 pub const READ_BUFFER: usize = 16 * 1024;
@@ -21,28 +23,123 @@ pub const LINGER: Duration = Duration::from_secs(2);
 
 static NEXT_FLOW: AtomicU64 = AtomicU64::new(1);
 
-/// What a running listener needs.
-#[derive(Clone)]
-pub struct ListenerRuntime {
+/// A listener's settings that a reload may change; each new connection reads the current ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ListenerSettings {
     /// Where to connect for each client.
     pub upstream: SocketAddr,
     /// Engine settings.
     pub inspector: InspectorConfig,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+}
+
+/// Tells connections to finish: set once, on shutdown.
+#[derive(Debug, Clone)]
+pub struct Drain(watch::Receiver<bool>);
+
+/// The sending side of [`Drain`], with a count of the connections still open.
+#[derive(Debug)]
+pub struct DrainSwitch {
+    tx: watch::Sender<bool>,
+    open: Arc<AtomicU64>,
+}
+
+impl DrainSwitch {
+    /// A switch, not yet thrown.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            tx: watch::channel(false).0,
+            open: Arc::default(),
+        }
+    }
+
+    /// A receiver for a listener.
+    #[must_use]
+    pub fn drain(&self) -> (Drain, Arc<AtomicU64>) {
+        (Drain(self.tx.subscribe()), self.open.clone())
+    }
+
+    /// Stops accepting everywhere and asks open connections to close once idle.
+    pub fn start(&self) {
+        self.tx.send_replace(true);
+    }
+
+    /// Connections still open.
+    #[must_use]
+    pub fn open_connections(&self) -> u64 {
+        self.open.load(Ordering::Acquire)
+    }
+}
+
+impl Default for DrainSwitch {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Drain {
+    fn is_set(&self) -> bool {
+        *self.0.borrow()
+    }
+
+    async fn wait(&mut self) {
+        // An error means the switch is gone, which only happens at exit: treat as drain.
+        let _ = self.0.wait_for(|v| *v).await;
+    }
+}
+
+/// What a running listener needs.
+#[derive(Clone)]
+pub struct ListenerRuntime {
+    /// Settings, swappable by a reload.
+    pub settings: Arc<ArcSwap<ListenerSettings>>,
     /// The current patch snapshot.
     pub patches: Arc<ArcSwap<PatchSet>>,
     /// The audit log.
     pub audit: AuditLog,
+    /// This listener's metrics.
+    pub metrics: ListenerMetrics,
+    /// Shutdown signal.
+    pub drain: Drain,
+    /// Open connections of the whole gateway (for a bounded graceful shutdown).
+    pub open: Arc<AtomicU64>,
 }
 
-/// Accepts connections forever, one task each.
+/// Decrements the open-connection counts when a connection task ends, however it ends.
+struct OpenGuard {
+    open: Arc<AtomicU64>,
+    metrics: ListenerMetrics,
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.open.fetch_sub(1, Ordering::AcqRel);
+        self.metrics.active.dec();
+    }
+}
+
+/// Accepts connections, one task each, until the drain signal.
 pub async fn serve_listener(listener: TcpListener, rt: ListenerRuntime) {
+    let mut drain = rt.drain.clone();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
+            () = drain.wait() => return,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let rt = rt.clone();
+                rt.open.fetch_add(1, Ordering::AcqRel);
+                rt.metrics.active.inc();
+                rt.metrics.connections.inc();
+                let guard = OpenGuard {
+                    open: rt.open.clone(),
+                    metrics: rt.metrics.clone(),
+                };
                 tokio::spawn(async move {
+                    let _guard = guard;
                     let id = NEXT_FLOW.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = handle_connection(stream, peer, id, rt).await {
                         tracing::debug!(flow = id, "connection ended: {e}");
@@ -65,27 +162,33 @@ async fn handle_connection(
     rt: ListenerRuntime,
 ) -> std::io::Result<()> {
     let _ = client.set_nodelay(true);
+    let settings = **rt.settings.load();
     let meta = FlowMeta {
         id,
         client: peer.to_string(),
-        upstream: rt.upstream.to_string(),
+        upstream: settings.upstream.to_string(),
     };
-    let mut insp = FlowInspector::new(rt.inspector, meta);
-    let server =
-        match tokio::time::timeout(rt.connect_timeout, TcpStream::connect(rt.upstream)).await {
-            Ok(Ok(s)) => {
-                let _ = s.set_nodelay(true);
-                Some(s)
-            }
-            Ok(Err(e)) => {
-                insp.upstream_failed(&format!("connect to {}: {e}", rt.upstream));
-                None
-            }
-            Err(_) => {
-                insp.upstream_failed(&format!("connect to {}: timed out", rt.upstream));
-                None
-            }
-        };
+    let mut insp = FlowInspector::new(settings.inspector, meta);
+    let mut drain = rt.drain.clone();
+    let server = match tokio::time::timeout(
+        settings.connect_timeout,
+        TcpStream::connect(settings.upstream),
+    )
+    .await
+    {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Some(s)
+        }
+        Ok(Err(e)) => {
+            insp.upstream_failed(&format!("connect to {}: {e}", settings.upstream));
+            None
+        }
+        Err(_) => {
+            insp.upstream_failed(&format!("connect to {}: timed out", settings.upstream));
+            None
+        }
+    };
     let (mut client_r, mut client_w) = client.into_split();
     let (mut server_r, mut server_w) = match server {
         Some(s) => {
@@ -102,7 +205,13 @@ async fn handle_connection(
         if !client_open && !server_open {
             break;
         }
+        if drain.is_set() && insp.is_idle() {
+            // Shutting down and between messages: close now; no request is cut.
+            break;
+        }
+        let mut forwarded_head_at = None;
         tokio::select! {
+            () = drain.wait(), if !drain.is_set() => continue,
             r = client_r.read(&mut cbuf), if client_open => {
                 match r {
                     Ok(0) | Err(_) => {
@@ -113,8 +222,16 @@ async fn handle_connection(
                         }
                     }
                     Ok(n) => {
+                        let read_at = Instant::now();
+                        rt.metrics.bytes_from_client.inc_by(n as u64);
+                        let before = insp.requests();
                         let snapshot = rt.patches.load_full();
                         insp.handle_data(Side::Client, &cbuf[..n], &snapshot);
+                        let new_requests = insp.requests() - before;
+                        if new_requests > 0 {
+                            rt.metrics.requests.inc_by(new_requests);
+                            forwarded_head_at = Some(read_at);
+                        }
                     }
                 }
             }
@@ -125,6 +242,7 @@ async fn handle_connection(
                         insp.handle_eof(Side::Server);
                     }
                     Ok(n) => {
+                        rt.metrics.bytes_from_server.inc_by(n as u64);
                         let snapshot = rt.patches.load_full();
                         insp.handle_data(Side::Server, &sbuf[..n], &snapshot);
                     }
@@ -136,6 +254,9 @@ async fn handle_connection(
                 Output::ToServer(bytes) => {
                     if let Some(w) = server_w.as_mut() {
                         w.write_all(&bytes).await?;
+                        if let Some(t) = forwarded_head_at.take() {
+                            rt.metrics.added_latency.observe(t.elapsed().as_secs_f64());
+                        }
                     }
                 }
                 Output::ToClient(bytes) => client_w.write_all(&bytes).await?,

@@ -7,13 +7,11 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context as _};
-use arc_swap::ArcSwap;
-use stopgap_engine::InspectorConfig;
-use stopgap_patch::PatchSet;
 use stopgap_proto::http1::{parse_request_head, BodyDecoder, Limits};
 use stopgap_proxy::audit::AuditTarget;
-use stopgap_proxy::config::DEFAULT_CONNECT_TIMEOUT;
-use stopgap_proxy::{serve_listener, AuditLog, ListenerRuntime};
+use stopgap_proxy::config::{GatewayConfig, DEFAULT_TOKEN_FILE};
+
+use crate::gateway::{self, StartFailure, STATE_FILE};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -112,25 +110,22 @@ pub async fn run(listen: SocketAddr, patches_dir: &Path, once: bool) -> anyhow::
     let up_addr = up.local_addr()?;
     tokio::spawn(upstream(up, record.clone()));
 
-    let gw = crate::bind(listen).await?;
-    let gw_addr = gw.local_addr()?;
     let audit_path = std::env::temp_dir().join("stopgap-demo-audit.jsonl");
-    let audit = AuditLog::start(AuditTarget::File(audit_path.clone()))?;
-    let set = Arc::new(ArcSwap::from_pointee(PatchSet::from_patches(
-        1,
-        patches.clone(),
-    )));
-    tokio::spawn(serve_listener(
-        gw,
-        ListenerRuntime {
-            upstream: up_addr,
-            inspector: InspectorConfig::default(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-            patches: set,
-            audit,
-        },
-    ));
-
+    let state_dir = std::env::temp_dir().join("stopgap-demo-state");
+    // The demo always starts from the patch files' own modes.
+    let _ = std::fs::remove_file(state_dir.join(STATE_FILE));
+    let mut cfg = GatewayConfig::quick(listen, up_addr, patches_dir.to_path_buf());
+    cfg.audit = AuditTarget::File(audit_path.clone());
+    cfg.state_dir = Some(state_dir.clone());
+    if once {
+        cfg.admin.listen = None;
+    }
+    let running = match gateway::start(cfg, None, None).await {
+        Ok(r) => r,
+        Err(StartFailure::Located(text)) => return Err(anyhow!("{text}")),
+        Err(StartFailure::Other(e)) => return Err(e),
+    };
+    let gw_addr = running.listening[0];
     println!(
         "stopgap demo: gateway {gw_addr} -> demo upstream {up_addr}, {} patches applied\n",
         patches.len()
@@ -182,6 +177,15 @@ pub async fn run(listen: SocketAddr, patches_dir: &Path, once: bool) -> anyhow::
     println!("  curl -i http://{gw_addr}/hello");
     println!("  curl -i -H 'Range: bytes=0-18446744073709551615' http://{gw_addr}/");
     println!("  curl -i -A '() {{ :; }}; /bin/id' http://{gw_addr}/cgi-bin/status");
-    tokio::signal::ctrl_c().await.ok();
-    Ok(ExitCode::SUCCESS)
+    if let Some(admin) = running.admin {
+        let flags = format!(
+            "--admin http://{admin} --token-file {}",
+            state_dir.join(DEFAULT_TOKEN_FILE).display()
+        );
+        println!("and switch patches live from another terminal:");
+        println!("  stopgap patches list {flags}");
+        println!("  stopgap patches unapply SG-2015-1635 {flags}   # the Range request now passes");
+        println!("  stopgap patches apply SG-2015-1635 {flags}");
+    }
+    running.run_until_signalled().await
 }

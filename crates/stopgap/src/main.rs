@@ -6,19 +6,16 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
 
 use anyhow::{anyhow, Context as _};
-use arc_swap::ArcSwap;
 use clap::{Parser, Subcommand};
-use stopgap_engine::InspectorConfig;
-use stopgap_patch::{load_dir, PatchSet};
+use stopgap_patch::load_dir;
 use stopgap_proxy::audit::AuditTarget;
-use stopgap_proxy::config::{self, GatewayConfig, ListenerConfig, DEFAULT_CONNECT_TIMEOUT};
-use stopgap_proxy::{serve_listener, AuditLog, ListenerRuntime};
-use tokio::net::TcpListener;
+use stopgap_proxy::config::{self, GatewayConfig};
 
+mod admin_cli;
 mod demo;
+mod gateway;
 
 /// stopgap: a virtual-patching gateway.
 #[derive(Parser)]
@@ -47,6 +44,30 @@ enum Command {
         /// Audit log file (default: standard error).
         #[arg(long)]
         audit_log: Option<PathBuf>,
+        /// Admin API address, or `off` (default 127.0.0.1:9190).
+        #[arg(long, value_name = "ADDR|off")]
+        admin: Option<String>,
+        /// State directory: patch states, default admin token, lock (default:
+        /// $STOPGAP_STATE_DIR, /var/lib/stopgap for root, else ~/.local/state/stopgap).
+        #[arg(long)]
+        state_dir: Option<PathBuf>,
+    },
+    /// List, apply, un-apply or monitor patches on a running gateway.
+    Patches {
+        #[command(flatten)]
+        conn: admin_cli::Connection,
+        #[command(subcommand)]
+        command: admin_cli::PatchesCommand,
+    },
+    /// Show a running gateway's generation, patch counts and last reload.
+    Status {
+        #[command(flatten)]
+        conn: admin_cli::Connection,
+    },
+    /// Make a running gateway re-read its configuration and patch directory.
+    Reload {
+        #[command(flatten)]
+        conn: admin_cli::Connection,
     },
     /// Validate a configuration and/or a patch directory; print every problem.
     Check {
@@ -89,8 +110,22 @@ fn main() -> ExitCode {
             upstream,
             patches,
             audit_log,
-        } => runtime()
-            .and_then(|rt| rt.block_on(serve(config, listen, upstream, patches, audit_log))),
+            admin,
+            state_dir,
+        } => runtime().and_then(|rt| {
+            rt.block_on(serve(ServeArgs {
+                config,
+                listen,
+                upstream,
+                patches,
+                audit_log,
+                admin,
+                state_dir,
+            }))
+        }),
+        Command::Patches { conn, command } => admin_cli::patches(&conn, command),
+        Command::Status { conn } => admin_cli::status(&conn),
+        Command::Reload { conn } => admin_cli::reload(&conn),
         Command::Demo {
             listen,
             patches,
@@ -164,24 +199,18 @@ fn check(config: Option<PathBuf>, patches: Option<PathBuf>) -> anyhow::Result<Ex
     })
 }
 
-/// Binds a listener; a busy address is one clear sentence.
-async fn bind(addr: SocketAddr) -> anyhow::Result<TcpListener> {
-    TcpListener::bind(addr).await.map_err(|e| match e.kind() {
-        std::io::ErrorKind::AddrInUse => {
-            anyhow!("cannot listen on {addr}: the address is already in use (pick another with --listen)")
-        }
-        _ => anyhow!("cannot listen on {addr}: {e}"),
-    })
-}
-
-async fn serve(
-    config_path: Option<PathBuf>,
+struct ServeArgs {
+    config: Option<PathBuf>,
     listen: Option<SocketAddr>,
     upstream: Option<SocketAddr>,
     patches: Option<PathBuf>,
     audit_log: Option<PathBuf>,
-) -> anyhow::Result<ExitCode> {
-    let mut cfg = match (&config_path, listen, upstream) {
+    admin: Option<String>,
+    state_dir: Option<PathBuf>,
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let mut cfg = match (&args.config, args.listen, args.upstream) {
         (Some(path), _, _) => match config::load(path) {
             Ok(c) => c,
             Err(d) => {
@@ -189,58 +218,43 @@ async fn serve(
                 return Ok(ExitCode::FAILURE);
             }
         },
-        (None, Some(listen), Some(upstream)) => GatewayConfig {
-            listeners: vec![ListenerConfig {
-                name: "quick".into(),
-                listen,
-                upstream,
-            }],
-            patches_dir: patches.clone().unwrap_or_else(|| "patches".into()),
-            audit: AuditTarget::Stderr,
-            inspector: InspectorConfig::default(),
-            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
-        },
+        (None, Some(listen), Some(upstream)) => GatewayConfig::quick(
+            listen,
+            upstream,
+            args.patches.clone().unwrap_or_else(|| "patches".into()),
+        ),
         _ => {
             return Err(anyhow!(
                 "nothing to serve: pass --config stopgap.toml, or --listen ADDR --upstream ADDR --patches DIR"
             ))
         }
     };
-    if let Some(p) = patches {
-        cfg.patches_dir = p;
+    if let Some(p) = &args.patches {
+        cfg.patches_dir.clone_from(p);
     }
-    if let Some(a) = audit_log {
+    if let Some(a) = args.audit_log {
         cfg.audit = AuditTarget::File(a);
     }
-    let Some(loaded) = load_patches(&cfg.patches_dir) else {
-        return Ok(ExitCode::FAILURE);
-    };
-    let count = loaded.len();
-    let set = Arc::new(ArcSwap::from_pointee(PatchSet::from_patches(1, loaded)));
-    let audit = AuditLog::start(cfg.audit.clone())
-        .map_err(|e| anyhow!("cannot open the audit log: {e}"))?;
-    let mut bound = Vec::new();
-    for l in &cfg.listeners {
-        bound.push((l.clone(), bind(l.listen).await?));
-    }
-    for (l, listener) in bound {
-        tracing::info!(
-            listener = %l.name,
-            "listening on {} -> upstream {}, {count} patches applied from {}",
-            l.listen,
-            l.upstream,
-            cfg.patches_dir.display()
-        );
-        let rt = ListenerRuntime {
-            upstream: l.upstream,
-            inspector: cfg.inspector,
-            connect_timeout: cfg.connect_timeout,
-            patches: set.clone(),
-            audit: audit.clone(),
+    if let Some(a) = &args.admin {
+        cfg.admin.listen = if a == "off" {
+            None
+        } else {
+            Some(
+                a.parse()
+                    .map_err(|_| anyhow!("--admin `{a}` is not an IP:port address or `off`"))?,
+            )
         };
-        tokio::spawn(serve_listener(listener, rt));
     }
-    tokio::signal::ctrl_c().await.ok();
-    tracing::info!("shutting down");
-    Ok(ExitCode::SUCCESS)
+    if let Some(d) = args.state_dir {
+        cfg.state_dir = Some(d);
+    }
+    let running = match gateway::start(cfg, args.config.clone(), args.patches).await {
+        Ok(r) => r,
+        Err(gateway::StartFailure::Located(text)) => {
+            eprintln!("{text}");
+            return Ok(ExitCode::FAILURE);
+        }
+        Err(gateway::StartFailure::Other(e)) => return Err(e),
+    };
+    running.run_until_signalled().await
 }

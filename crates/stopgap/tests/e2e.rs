@@ -145,6 +145,9 @@ impl Gateway {
             .arg(patches)
             .arg("--audit-log")
             .arg(&audit)
+            .arg("--state-dir")
+            .arg(dir.0.join("state"))
+            .args(["--admin", "off"])
             .env("STOPGAP_LOG", "warn")
             .spawn()
             .expect("start stopgap");
