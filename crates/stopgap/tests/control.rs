@@ -491,7 +491,10 @@ fn states_survive_kill_9_and_a_broken_reload_keeps_the_old_snapshot() {
     );
     let r = gw.api().get("/v1/status").unwrap().body;
     assert_eq!(r["last_reload"]["ok"], false);
-    assert_eq!(r["generation"], 2, "restart: 1; apply: 2; the failed reload: no new one");
+    assert_eq!(
+        r["generation"], 2,
+        "restart: 1; apply: 2; the failed reload: no new one"
+    );
 
     // Fixed, and reloaded by SIGHUP: the new patch appears, the states stay.
     std::fs::write(
