@@ -23,15 +23,19 @@ const BENIGN: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\nRange: bytes=0-99\r\n\r\n";
 /// (`a=1 b=0` …); `/slow` answers after 700 ms.
 struct Upstream {
     port: u16,
+    requests: Arc<AtomicU64>,
 }
 
 impl Upstream {
     fn start() -> Self {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
+        let requests = Arc::new(AtomicU64::new(0));
+        let count = requests.clone();
         std::thread::spawn(move || {
             for stream in listener.incoming() {
                 let Ok(mut s) = stream else { continue };
+                let count = count.clone();
                 std::thread::spawn(move || {
                     let limits = Limits::default();
                     let mut buf = Vec::new();
@@ -46,6 +50,7 @@ impl Upstream {
                             if !p.done {
                                 break;
                             }
+                            count.fetch_add(1, Ordering::SeqCst);
                             let has = |n: &str| u8::from(head.header_values(n).next().is_some());
                             let body = format!("a={} b={}", has("x-probe-a"), has("x-probe-b"));
                             if head.target() == b"/slow" {
@@ -68,7 +73,11 @@ impl Upstream {
                 });
             }
         });
-        Self { port }
+        Self { port, requests }
+    }
+
+    fn requests(&self) -> u64 {
+        self.requests.load(Ordering::SeqCst)
     }
 }
 
@@ -656,4 +665,118 @@ fn sigterm_lets_the_request_in_flight_finish_then_exits_0() {
         .into_iter()
         .any(|e| e["event"] == "lifecycle" && e["detail"].as_str().unwrap().starts_with("stopped"));
     assert!(stopped);
+}
+
+#[test]
+fn sighup_rereads_the_config_file_and_a_broken_one_changes_nothing() {
+    let dir = TempDir::new("config");
+    library_copy(&dir);
+    let (a, b) = (Upstream::start(), Upstream::start());
+    let (port, admin) = (free_port(), free_port());
+    let config = |upstream: u16| {
+        format!(
+            "[patches]\ndir = \"patches\"\n[audit]\nlog = \"audit.jsonl\"\n\
+             [admin]\nlisten = \"127.0.0.1:{admin}\"\n\
+             [[admin.token]]\nname = \"alice\"\nfile = \"alice.token\"\n\
+             [state]\ndir = \"state\"\n\
+             [[listener]]\nname = \"web\"\nlisten = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{upstream}\"\n"
+        )
+    };
+    let path = dir.0.join("stopgap.toml");
+    std::fs::write(&path, config(a.port)).unwrap();
+    let mut child = Proc(
+        Command::new(env!("CARGO_BIN_EXE_stopgap"))
+            .args(["serve", "--config"])
+            .arg(&path)
+            .env("STOPGAP_LOG", "warn")
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for_port(port, &mut child.0, "stopgap");
+    wait_for_port(admin, &mut child.0, "stopgap admin API");
+    let get = || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        exchange(&mut s, &mut Vec::new(), BENIGN).0
+    };
+    assert_eq!(get(), 200);
+    assert_eq!((a.requests(), b.requests()), (1, 0));
+
+    // The named token is the actor in the audit trail.
+    let token = std::fs::read_to_string(dir.0.join("alice.token")).unwrap();
+    let api = AdminClient::new(&format!("127.0.0.1:{admin}"), Some(token.trim().into())).unwrap();
+    let r = api
+        .post("/v1/patches/monitor", &json!({ "ids": ["SG-2014-6271"] }))
+        .unwrap();
+    assert_eq!(r.status, 200, "{}", r.body);
+
+    let hup = || {
+        let pid = child.0.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-HUP", &pid])
+            .status()
+            .unwrap()
+            .success());
+    };
+    let wait_reloads = |n: usize| {
+        let start = Instant::now();
+        loop {
+            let status = api.get("/v1/status").unwrap().body;
+            let audit = std::fs::read_to_string(dir.0.join("audit.jsonl")).unwrap();
+            if audit.matches("\"event\":\"reload\"").count() >= n {
+                return status;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "no reload logged"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    };
+    // A broken config: refused, everything stays.
+    std::fs::write(
+        &path,
+        config(a.port).replace("[[listener]]", "[[listener]]\nbogus = 1"),
+    )
+    .unwrap();
+    hup();
+    let status = wait_reloads(1);
+    assert_eq!(status["last_reload"]["ok"], false);
+    let errors = status["last_reload"]["errors"].to_string();
+    assert!(
+        errors.contains("stopgap.toml:") && errors.contains("bogus"),
+        "{errors}"
+    );
+    assert_eq!(get(), 200);
+    assert_eq!((a.requests(), b.requests()), (2, 0), "old upstream kept");
+
+    // A good config: the new upstream serves new connections; states stay.
+    std::fs::write(&path, config(b.port)).unwrap();
+    hup();
+    let status = wait_reloads(2);
+    assert_eq!(status["last_reload"]["ok"], true, "{status}");
+    assert_eq!(get(), 200);
+    assert_eq!(
+        (a.requests(), b.requests()),
+        (2, 1),
+        "new upstream in force"
+    );
+    assert_eq!(status["monitor"], 1, "states survive the reload");
+
+    let audit = std::fs::read_to_string(dir.0.join("audit.jsonl")).unwrap();
+    let change: Value = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .find(|e| e["event"] == "patch_state")
+        .unwrap();
+    assert_eq!(change["actor"], "alice");
+    let reloads: Vec<Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|e| e["event"] == "reload")
+        .collect();
+    assert_eq!(reloads[0]["actor"], "signal:SIGHUP");
+    assert_eq!(reloads[0]["result"], "failed");
+    assert_eq!(reloads[1]["result"], "ok");
 }
