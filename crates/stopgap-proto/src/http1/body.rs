@@ -262,15 +262,26 @@ fn parse_chunk_size_line(line: &[u8]) -> Result<u64, BodyError> {
             why: "chunk size is not hexadecimal",
         });
     }
-    if digits > 16 {
-        return Err(BodyError::InvalidChunk {
-            why: "chunk size overflows",
-        });
-    }
-    let text = std::str::from_utf8(&line[..digits]).unwrap_or("x");
-    let size = u64::from_str_radix(text, 16).map_err(|_| BodyError::InvalidChunk {
+    // Leading zeros are legal and carry no value; what is left must fit a signed 64-bit
+    // length, as servers keep sizes in `off_t` (a size of 2^63 or more is how CVE-2013-2028
+    // turned nginx's chunk parser against itself).
+    let significant = &line[..digits];
+    let significant = &significant[significant.iter().take_while(|&&b| b == b'0').count()..];
+    let overflow = BodyError::InvalidChunk {
         why: "chunk size overflows",
-    })?;
+    };
+    if significant.len() > 16 {
+        return Err(overflow);
+    }
+    let text = std::str::from_utf8(significant).unwrap_or("x");
+    let size = if text.is_empty() {
+        0
+    } else {
+        u64::from_str_radix(text, 16).map_err(|_| overflow.clone())?
+    };
+    if size > i64::MAX as u64 {
+        return Err(overflow);
+    }
     validate_chunk_ext(&line[digits..])?;
     Ok(size)
 }

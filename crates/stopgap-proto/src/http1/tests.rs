@@ -279,6 +279,11 @@ fn chunk_errors() {
             b"-1\r\nZ\r\n0\r\n\r\n",
             "error 400 invalid_chunk",
         ),
+        (
+            "signed_overflow_2_pow_63",
+            b"8000000000000000\r\nZ\r\n0\r\n\r\n",
+            "error 400 invalid_chunk",
+        ),
     ];
     for (name, body, expected) in cases {
         let mut input =
@@ -286,6 +291,18 @@ fn chunk_errors() {
         input.extend_from_slice(body);
         check(name, &input, &["request POST / Chunked", expected]);
     }
+}
+
+#[test]
+fn leading_zeros_in_chunk_sizes_carry_no_value() {
+    let mut input = b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    input.extend_from_slice(b"000000000000000000000000002\r\nhi\r\n00000000000000000000\r\n\r\n");
+    check("zeros", &input, &["request POST / Chunked", "body \"hi\""]);
+    // The largest signed 64-bit size is accepted (and streams); one more is refused above.
+    let limits = Limits::default();
+    let mut d = BodyDecoder::new(Framing::Chunked, &limits);
+    let p = d.decode(b"7fffffffffffffff\r\nab", |_| {}).unwrap();
+    assert!(!p.done);
 }
 
 #[test]
