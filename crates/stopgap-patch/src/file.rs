@@ -431,7 +431,7 @@ fn classify(cx: &mut Ctx<'_>, when: &Expr, src: &Spanned<String>) -> (Phase, boo
         } else {
             request = true;
         }
-        body |= f.kind == FieldKind::Body;
+        body |= f.reads_body();
     });
     if request && response {
         cx.err(

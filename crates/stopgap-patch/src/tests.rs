@@ -84,6 +84,55 @@ fn body_field() {
 }
 
 #[test]
+fn cookie_form_param_and_json_fields() {
+    let req = b"POST /r?element_parents=a%2F%23value&q=1 HTTP/1.1\r\nHost: h\r\nCookie: a=1; SESSID=/../x\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 27\r\n\r\nmail%5B%23type%5D=markup&b=2";
+    assert!(eval(
+        r#"http.request.cookie("sessid") starts_with "/..""#,
+        req
+    ));
+    assert!(eval(r#"http.request.cookie_names == "a""#, req));
+    assert!(!eval(r#"exists(http.request.cookie("b"))"#, req));
+    assert!(eval(r#"http.request.form_names contains "[#""#, req));
+    assert!(eval(r#"http.request.form("B") == "2""#, req));
+    assert!(
+        !eval(r#"http.request.form_names == "q""#, req),
+        "query is not form"
+    );
+    assert!(
+        eval(r#"http.request.param_names == "q""#, req),
+        "params are both"
+    );
+    assert!(eval(
+        r##"http.request.param("element_parents") contains "#""##,
+        req
+    ));
+    assert!(eval(r#"http.request.params == "markup""#, req));
+    let json = b"POST /x HTTP/1.1\r\nHost: h\r\nContent-Type: application/json\r\nContent-Length: 25\r\n\r\n{\"k\": \"\\u0023{T(x)}\", \"n\": 1}";
+    assert!(eval(r##"http.request.json starts_with "#{""##, json));
+    assert!(
+        !eval(r#"http.request.forms contains "T(""#, json),
+        "JSON is not a form"
+    );
+    let path = b"GET /tmui/login.jsp/..;jsessionid=1/x.jsp HTTP/1.1\r\nHost: h\r\n\r\n";
+    assert!(eval(
+        r#"strip_path_params(http.request.raw_path) ~ r"/\.\./""#,
+        path
+    ));
+    let iis = b"GET /scripts/..%c1%1c../winnt HTTP/1.0\r\n\r\n";
+    assert!(eval(
+        r#"normalize_path_win(overlong_utf8(url_decode(http.request.raw_path))) == "/winnt""#,
+        iis
+    ));
+}
+
+#[test]
+fn body_fields_make_a_patch_wait_for_the_body() {
+    let src = "id = \"SG-2099-0001\"\ntitle = \"t\"\ncve = [\"CVE-2099-0001\"]\nseverity = \"high\"\nprotocol = \"http\"\n[applies]\nproduct = \"a:b\"\nversions = \"*\"\n[rule]\nwhen = 'http.request.param_names contains \"[#\"'\naction = \"reject\"\n";
+    let p = parse_patch(Path::new("x.toml"), src).unwrap_or_else(|e| panic!("{}", e[0]));
+    assert!(p.needs_body);
+}
+
+#[test]
 fn syntax_errors_are_located() {
     let cases = [
         (

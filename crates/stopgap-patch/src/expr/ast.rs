@@ -91,6 +91,12 @@ pub enum Func {
     Count,
     /// Whether a field has any value.
     Exists,
+    /// Remove `;` path parameters in every segment (Tomcat, Jetty).
+    StripPathParams,
+    /// Decode overlong UTF-8 forms of ASCII as IIS 4/5 did.
+    OverlongUtf8,
+    /// Decode JSON string escapes (`\u0023` …).
+    JsonUnescape,
 }
 
 impl Func {
@@ -110,6 +116,9 @@ impl Func {
         ("len", Func::Len),
         ("count", Func::Count),
         ("exists", Func::Exists),
+        ("strip_path_params", Func::StripPathParams),
+        ("overlong_utf8", Func::OverlongUtf8),
+        ("json_unescape", Func::JsonUnescape),
     ];
 
     /// Looks a function up by name.
@@ -148,6 +157,26 @@ pub enum FieldKind {
     ArgNames,
     /// `http.request.body`: the body within the inspection window, transfer coding removed.
     Body,
+    /// `http.request.cookie("name")`: values of that cookie, as sent.
+    Cookie(String),
+    /// `http.request.cookies`: every cookie value.
+    Cookies,
+    /// `http.request.cookie_names`: every cookie name.
+    CookieNames,
+    /// `http.request.form("name")`: body field values (urlencoded or multipart), decoded.
+    Form(String),
+    /// `http.request.forms`: every body field value.
+    Forms,
+    /// `http.request.form_names`: every body field name, decoded.
+    FormNames,
+    /// `http.request.param("name")`: query arguments and body fields together, decoded.
+    Param(String),
+    /// `http.request.params`: every query argument and body field value.
+    Params,
+    /// `http.request.param_names`: every query argument and body field name.
+    ParamNames,
+    /// `http.request.json`: every key and string value of a JSON body, escapes decoded.
+    Json,
     /// `http.response.status`
     Status,
     /// `http.response.header("name")`
@@ -174,6 +203,22 @@ impl Field {
             FieldKind::Status | FieldKind::ResponseHeader(_) | FieldKind::ResponseHeaders
         )
     }
+    /// Whether the value comes from the request body (the patch then waits for it).
+    #[must_use]
+    pub fn reads_body(&self) -> bool {
+        matches!(
+            self.kind,
+            FieldKind::Body
+                | FieldKind::Form(_)
+                | FieldKind::Forms
+                | FieldKind::FormNames
+                | FieldKind::Param(_)
+                | FieldKind::Params
+                | FieldKind::ParamNames
+                | FieldKind::Json
+        )
+    }
+
     /// Whether the value is taken from the raw bytes unchanged (so a literal found in it
     /// must appear in the raw message).
     #[must_use]

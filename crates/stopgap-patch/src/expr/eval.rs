@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use stopgap_proto::http1::{RequestHead, ResponseHead, Version};
 
 use super::ast::{CmpOp, Expr, Field, FieldKind, Func, Operand};
-use super::transform;
+use super::{content, transform};
 
 /// The message a patch is evaluated against.
 #[derive(Debug, Clone, Copy, Default)]
@@ -83,16 +83,26 @@ fn named_values<'r>(
 }
 
 fn query_pairs(query: &[u8]) -> impl Iterator<Item = (Vec<u8>, Vec<u8>)> + '_ {
-    query
-        .split(|&b| b == b'&' || b == b';')
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.iter().position(|&b| b == b'=') {
-            Some(i) => (
-                transform::form_decode(&pair[..i]),
-                transform::form_decode(&pair[i + 1..]),
-            ),
-            None => (transform::form_decode(pair), Vec::new()),
+    content::urlencoded_pairs(query).into_iter()
+}
+
+/// Names, values, or the values of one name, of decoded pairs.
+enum Pick<'n> {
+    Names,
+    Values,
+    Named(&'n str),
+}
+
+fn pick<'a>(pairs: Vec<(Vec<u8>, Vec<u8>)>, which: &Pick<'_>) -> Vec<Val<'a>> {
+    pairs
+        .into_iter()
+        .filter_map(|(k, v)| match which {
+            Pick::Names => Some(k),
+            Pick::Values => Some(v),
+            Pick::Named(n) => k.eq_ignore_ascii_case(n.as_bytes()).then_some(v),
         })
+        .map(|v| Val::Bytes(Cow::Owned(v)))
+        .collect()
 }
 
 impl<'a> HttpView<'a> {
@@ -161,10 +171,48 @@ impl<'a> HttpView<'a> {
                 .map(|(k, _)| Val::Bytes(Cow::Owned(k)))
                 .collect(),
             FieldKind::Body => self.body.map(b).into_iter().collect(),
+            FieldKind::Cookie(_) | FieldKind::Cookies | FieldKind::CookieNames => {
+                let pairs = content::cookie_pairs(named_values(req.raw(), req.headers(), "cookie"));
+                pairs
+                    .into_iter()
+                    .filter_map(|(k, v)| match &field.kind {
+                        FieldKind::Cookie(n) => k.eq_ignore_ascii_case(n.as_bytes()).then_some(v),
+                        FieldKind::Cookies => Some(v),
+                        _ => Some(k),
+                    })
+                    .map(b)
+                    .collect()
+            }
+            FieldKind::Form(n) => pick(self.form_pairs(req), &Pick::Named(n)),
+            FieldKind::Forms => pick(self.form_pairs(req), &Pick::Values),
+            FieldKind::FormNames => pick(self.form_pairs(req), &Pick::Names),
+            FieldKind::Param(n) => pick(self.param_pairs(req, query), &Pick::Named(n)),
+            FieldKind::Params => pick(self.param_pairs(req, query), &Pick::Values),
+            FieldKind::ParamNames => pick(self.param_pairs(req, query), &Pick::Names),
+            FieldKind::Json => self
+                .body
+                .map(content::json_strings)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|v| Val::Bytes(Cow::Owned(v)))
+                .collect(),
             FieldKind::Status | FieldKind::ResponseHeader(_) | FieldKind::ResponseHeaders => {
                 Vec::new()
             }
         }
+    }
+
+    fn form_pairs(&self, req: &RequestHead) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let content_type = named_values(req.raw(), req.headers(), "content-type").next();
+        self.body
+            .map(|body| content::form_pairs(content_type, body))
+            .unwrap_or_default()
+    }
+
+    fn param_pairs(&self, req: &RequestHead, query: Option<&[u8]>) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let mut pairs = query.map(content::urlencoded_pairs).unwrap_or_default();
+        pairs.extend(self.form_pairs(req));
+        pairs
     }
 
     fn operand<'o>(&self, op: &'o Operand) -> (Vec<Val<'a>>, Option<&'o Field>) {
@@ -310,6 +358,9 @@ pub fn apply(func: Func, input: &[u8]) -> Cow<'_, [u8]> {
         Func::CompressWs => transform::compress_ws(input),
         Func::RemoveWs => transform::remove_ws(input),
         Func::Trim => transform::trim(input),
+        Func::StripPathParams => transform::strip_path_params(input),
+        Func::OverlongUtf8 => transform::overlong_utf8(input),
+        Func::JsonUnescape => transform::json_unescape(input),
         Func::Len | Func::Count | Func::Exists => Cow::Borrowed(input),
     }
 }

@@ -16,6 +16,7 @@
 //! (`regex::bytes`), compiled when the patch loads.
 
 mod ast;
+pub mod content;
 mod eval;
 mod lexer;
 mod parser;

@@ -376,10 +376,28 @@ impl Parser {
             ("http.request.args", None) => FieldKind::Args,
             ("http.request.arg_names", None) => FieldKind::ArgNames,
             ("http.request.body", None) => FieldKind::Body,
+            ("http.request.cookie", Some(n)) => FieldKind::Cookie(n),
+            ("http.request.cookies", None) => FieldKind::Cookies,
+            ("http.request.cookie_names", None) => FieldKind::CookieNames,
+            ("http.request.form", Some(n)) => FieldKind::Form(n),
+            ("http.request.forms", None) => FieldKind::Forms,
+            ("http.request.form_names", None) => FieldKind::FormNames,
+            ("http.request.param", Some(n)) => FieldKind::Param(n),
+            ("http.request.params", None) => FieldKind::Params,
+            ("http.request.param_names", None) => FieldKind::ParamNames,
+            ("http.request.json", None) => FieldKind::Json,
             ("http.response.status", None) => FieldKind::Status,
             ("http.response.header", Some(n)) => FieldKind::ResponseHeader(n),
             ("http.response.headers", None) => FieldKind::ResponseHeaders,
-            ("http.request.header" | "http.request.arg" | "http.response.header", None) => {
+            (
+                "http.request.header"
+                | "http.request.arg"
+                | "http.request.cookie"
+                | "http.request.form"
+                | "http.request.param"
+                | "http.response.header",
+                None,
+            ) => {
                 return Err(ParseError::new(
                     span,
                     format!("`{path}` needs a name"),
@@ -409,7 +427,7 @@ impl Parser {
     }
 }
 
-const FIELDS_HINT: &str = "fields: http.request.{method, uri, raw_path, path, query, version, header(\"n\"), headers, header_names, arg(\"n\"), args, arg_names, body}, http.response.{status, header(\"n\"), headers}";
+const FIELDS_HINT: &str = "fields: http.request.{method, uri, raw_path, path, query, version, header(\"n\"), headers, header_names, arg(\"n\"), args, arg_names, cookie(\"n\"), cookies, cookie_names, form(\"n\"), forms, form_names, param(\"n\"), params, param_names, body, json}, http.response.{status, header(\"n\"), headers}";
 
 fn compile_regex(pattern: &[u8], span: &Span) -> Result<Regex, ParseError> {
     let text = std::str::from_utf8(pattern).map_err(|_| {

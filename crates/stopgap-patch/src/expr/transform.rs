@@ -113,6 +113,121 @@ pub fn normalize_path(input: &[u8], backslash: bool) -> Cow<'_, [u8]> {
     }
 }
 
+/// Removes path parameters the way Tomcat and Jetty do before mapping a request: in every
+/// segment, everything from `;` up to the next `/` (`/a;x=1/..;y/b` → `/a/../b`).
+#[must_use]
+pub fn strip_path_params(input: &[u8]) -> Cow<'_, [u8]> {
+    if !input.contains(&b';') {
+        return Cow::Borrowed(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut skipping = false;
+    for &b in input {
+        match b {
+            b'/' => {
+                skipping = false;
+                out.push(b);
+            }
+            b';' => skipping = true,
+            _ if skipping => {}
+            _ => out.push(b),
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Decodes non-shortest ("overlong") UTF-8 forms of ASCII the way IIS 4/5 did: a lead byte
+/// `C0`/`C1` followed by any byte gives `((lead & 1) << 6) | (next & 0x3F)` (IIS ignored the
+/// continuation byte's top bits, so `%c1%1c` is `\` as well as `%c1%9c`), and `E0 80..9F xx`
+/// the three-byte form. Well-formed UTF-8 never contains these, so nothing else changes.
+#[must_use]
+pub fn overlong_utf8(input: &[u8]) -> Cow<'_, [u8]> {
+    if !input.iter().any(|&b| b == 0xC0 || b == 0xC1 || b == 0xE0) {
+        return Cow::Borrowed(input);
+    }
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        let b = input[i];
+        match (b, input.get(i + 1), input.get(i + 2)) {
+            (0xC0 | 0xC1, Some(&n), _) => {
+                out.push(((b & 1) << 6) | (n & 0x3F));
+                i += 2;
+            }
+            (0xE0, Some(&n), Some(&m)) if (0x80..=0x9F).contains(&n) => {
+                out.push((((n & 0x3F) << 6) | (m & 0x3F)) & 0x7F);
+                i += 3;
+            }
+            _ => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// Decodes JSON string escapes (`\"` `\\` `\/` `\b` `\f` `\n` `\r` `\t` `\uXXXX`, with
+/// surrogate pairs) wherever they occur; invalid escapes are kept.
+#[must_use]
+pub fn json_unescape(input: &[u8]) -> Cow<'_, [u8]> {
+    if !input.contains(&b'\\') {
+        return Cow::Borrowed(input);
+    }
+    let hex4 = |s: &[u8]| -> Option<u32> {
+        let s = s.get(..4)?;
+        s.iter()
+            .try_fold(0u32, |acc, &c| Some(acc * 16 + u32::from(hex(c)?)))
+    };
+    let mut out = Vec::with_capacity(input.len());
+    let mut i = 0;
+    while i < input.len() {
+        if input[i] != b'\\' || i + 1 >= input.len() {
+            out.push(input[i]);
+            i += 1;
+            continue;
+        }
+        let simple = match input[i + 1] {
+            b'"' => Some(b'"'),
+            b'\\' => Some(b'\\'),
+            b'/' => Some(b'/'),
+            b'b' => Some(8),
+            b'f' => Some(12),
+            b'n' => Some(b'\n'),
+            b'r' => Some(b'\r'),
+            b't' => Some(b'\t'),
+            _ => None,
+        };
+        if let Some(c) = simple {
+            out.push(c);
+            i += 2;
+            continue;
+        }
+        if input[i + 1] == b'u' {
+            if let Some(hi) = hex4(&input[i + 2..]) {
+                let mut used = 6;
+                let mut code = hi;
+                if (0xD800..0xDC00).contains(&hi) && input.get(i + 6..i + 8) == Some(b"\\u") {
+                    if let Some(lo) =
+                        hex4(&input[i + 8..]).filter(|lo| (0xDC00..0xE000).contains(lo))
+                    {
+                        code = 0x10000 + ((hi - 0xD800) << 10) + (lo - 0xDC00);
+                        used = 12;
+                    }
+                }
+                let c = char::from_u32(code).unwrap_or(char::REPLACEMENT_CHARACTER);
+                let mut buf = [0u8; 4];
+                out.extend_from_slice(c.encode_utf8(&mut buf).as_bytes());
+                i += used;
+                continue;
+            }
+        }
+        out.push(input[i]);
+        i += 1;
+    }
+    Cow::Owned(out)
+}
+
 /// Decodes HTML character references: named (`&lt; &gt; &amp; &quot; &apos; &nbsp;`),
 /// decimal `&#65;` and hex `&#x41;`, with or without the closing `;`.
 #[must_use]
@@ -282,6 +397,50 @@ mod tests {
         assert_eq!(&*base64_decode(b"aGVsbG8"), b"hello");
         assert_eq!(&*base64_decode(b"-_8"), &[0xfb, 0xff][..]);
         assert_eq!(&*base64_decode(b"not base64!"), b"not base64!");
+    }
+
+    #[test]
+    fn path_parameters_are_removed_per_segment() {
+        assert_eq!(&*strip_path_params(b"/a;x=1/b"), b"/a/b");
+        assert_eq!(
+            &*strip_path_params(b"/tmui/login.jsp/..;jsessionid=x1/tmui/x.jsp"),
+            b"/tmui/login.jsp/../tmui/x.jsp"
+        );
+        assert_eq!(&*strip_path_params(b"/hsqldb;"), b"/hsqldb");
+        assert_eq!(
+            &*strip_path_params(b"/setup;x=1/a.action"),
+            b"/setup/a.action"
+        );
+        assert!(matches!(
+            strip_path_params(b"/plain/path"),
+            Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn overlong_utf8_as_iis_decoded_it() {
+        assert_eq!(&*overlong_utf8(b"..\xc0\xaf.."), b"../..");
+        assert_eq!(&*overlong_utf8(b"..\xc1\x9c.."), b"..\\..");
+        assert_eq!(
+            &*overlong_utf8(b"..\xc1\x1c.."),
+            b"..\\..",
+            "top bits ignored"
+        );
+        assert_eq!(&*overlong_utf8(b"\xe0\x80\xaf"), b"/");
+        let accents = "/caf\u{e9}/men\u{fc}".as_bytes();
+        assert_eq!(
+            &*overlong_utf8(accents),
+            accents,
+            "well-formed UTF-8 is kept"
+        );
+    }
+
+    #[test]
+    fn json_escapes() {
+        assert_eq!(&*json_unescape(br#"\u0023{x}"#), b"#{x}");
+        assert_eq!(&*json_unescape(br#"a\"b\\c\/d\n"#), b"a\"b\\c/d\n");
+        assert_eq!(&*json_unescape(br#"\ud83d\ude00"#), "\u{1F600}".as_bytes());
+        assert_eq!(&*json_unescape(br#"\uzzzz \q"#), br#"\uzzzz \q"#);
     }
 
     #[test]
