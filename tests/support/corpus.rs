@@ -37,6 +37,29 @@ impl Record {
     }
 }
 
+/// The first request of a client byte stream (head and body, as framed by the codec); the
+/// whole stream when it cannot be framed.
+pub fn first_request(bytes: &[u8]) -> &[u8] {
+    use stopgap_proto::http1::{parse_request_head, BodyDecoder, Limits};
+    let limits = Limits::default();
+    let Ok(Some(head)) = parse_request_head(bytes, &limits) else {
+        return bytes;
+    };
+    let Ok(framing) = head.framing() else {
+        return bytes;
+    };
+    let at = head.raw().len();
+    match BodyDecoder::new(framing, &limits).decode(&bytes[at..], |_| {}) {
+        Ok(p) if p.done => &bytes[..at + p.consumed],
+        _ => bytes,
+    }
+}
+
+/// Whether `haystack` contains `needle` (an empty needle is contained everywhere).
+pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+}
+
 /// Reads the HTTP records of the repository at `repo`.
 pub fn http_records(repo: &Path) -> Vec<Record> {
     std::fs::read_to_string(repo.join("tests/corpus/http.jsonl"))

@@ -485,53 +485,53 @@ impl FlowInspector {
             let Some(evidence) = view.eval(&applied.patch.when) else {
                 continue;
             };
-            if self.record_match(applied, head, &evidence, &mut verdict) {
-                break;
-            }
+            // Evaluation goes on after a refusal: every patch the request matches is in the
+            // audit trail (monitor-mode patches staged behind an enforcing one included).
+            self.record_match(applied, head, &evidence, &mut verdict);
         }
         self.hits = hits;
         verdict
     }
 
-    /// Records one match; returns `true` when it ends evaluation (reject, reset).
+    /// Records one match into the verdict and the audit trail. After a reject or reset, later
+    /// enforce-mode matches are recorded as `also_matched` and change nothing.
     fn record_match(
         &mut self,
         applied: &Applied,
         head: &RequestHead,
         evidence: &Evidence,
         verdict: &mut Verdict,
-    ) -> bool {
+    ) {
         let patch = &applied.patch;
         let mut e = self.match_event(patch, applied.mode, head, evidence);
         if applied.mode == Mode::Monitor {
             e.outcome = format!("would_{}", patch.action.name());
             self.out.push_back(Output::Audit(Box::new(e)));
-            return false;
+            return;
         }
-        let terminal = match &patch.action {
+        if verdict.reject.is_some() || verdict.reset {
+            e.outcome = "also_matched".into();
+            self.out.push_back(Output::Audit(Box::new(e)));
+            return;
+        }
+        match &patch.action {
             Action::Reject { status } => {
                 verdict.reject = Some(*status);
                 e.status = Some(*status);
                 e.outcome = "rejected".into();
-                true
             }
             Action::Reset => {
                 verdict.reset = true;
                 e.outcome = "reset".into();
-                true
             }
-            Action::Log => {
-                e.outcome = "logged".into();
-                false
-            }
+            Action::Log => e.outcome = "logged".into(),
             Action::Strip { .. } | Action::Truncate { .. } | Action::Replace { .. } => {
                 // Audited when applied, with the change.
                 verdict.edits.push((patch.clone(), evidence.clone()));
-                return false;
+                return;
             }
-        };
+        }
         self.out.push_back(Output::Audit(Box::new(e)));
-        terminal
     }
 
     fn on_request_head(&mut self, head: RequestHead, raw: Bytes, snapshot: &Arc<PatchSet>) {
@@ -1020,6 +1020,8 @@ impl FlowInspector {
             e.request = request_no;
             if applied.mode == Mode::Monitor {
                 e.outcome = format!("would_{}", applied.patch.action.name());
+            } else if rejected.is_some() {
+                e.outcome = "also_matched".into();
             } else {
                 match &applied.patch.action {
                     Action::Reject { status } => {
@@ -1037,9 +1039,6 @@ impl FlowInspector {
                 }
             }
             self.out.push_back(Output::Audit(Box::new(e)));
-            if rejected.is_some() {
-                break;
-            }
         }
         self.hits = hits;
         if let Some(status) = rejected {

@@ -171,6 +171,64 @@ fn snapshot_mode_override_applies() {
 }
 
 #[test]
+fn every_matching_patch_is_recorded_after_a_refusal() {
+    let named = |id: &str, when: &str, extra: &str| {
+        let mut p = patch(when, extra);
+        p.id = id.into();
+        Arc::new(p)
+    };
+    let snap = PatchSet::new(
+        3,
+        vec![
+            Applied {
+                patch: named(
+                    "SG-A",
+                    r#"http.request.uri contains "evil""#,
+                    "action = \"reject\"\nstatus = 403",
+                ),
+                mode: Mode::Enforce,
+            },
+            Applied {
+                patch: named(
+                    "SG-B",
+                    r#"http.request.uri contains "evil""#,
+                    "action = \"reject\"\nstatus = 400",
+                ),
+                mode: Mode::Enforce,
+            },
+            Applied {
+                patch: named(
+                    "SG-C",
+                    r#"http.request.uri contains "ev""#,
+                    "action = \"reject\"",
+                ),
+                mode: Mode::Monitor,
+            },
+        ],
+    );
+    let mut h = Harness::new(snap);
+    h.client(b"GET /evil HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(
+        h.to_client.starts_with(b"HTTP/1.1 403 "),
+        "the first refusal answers"
+    );
+    assert!(h.to_server.is_empty());
+    let seen: Vec<(&str, &str)> = h
+        .events
+        .iter()
+        .map(|e| (e.patch.as_deref().unwrap(), e.outcome.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            ("SG-A", "rejected"),
+            ("SG-B", "also_matched"),
+            ("SG-C", "would_reject")
+        ]
+    );
+}
+
+#[test]
 fn strip_header_rebuilds_only_that_line() {
     let mut h = Harness::new(set(patch(
         r#"http.request.header("x-debug")"#,
