@@ -37,22 +37,9 @@ impl Record {
     }
 }
 
-/// The first request of a client byte stream (head and body, as framed by the codec); the
-/// whole stream when it cannot be framed.
+/// The first request of a client byte stream: the attack step of a record.
 pub fn first_request(bytes: &[u8]) -> &[u8] {
-    use stopgap_proto::http1::{parse_request_head, BodyDecoder, Limits};
-    let limits = Limits::default();
-    let Ok(Some(head)) = parse_request_head(bytes, &limits) else {
-        return bytes;
-    };
-    let Ok(framing) = head.framing() else {
-        return bytes;
-    };
-    let at = head.raw().len();
-    match BodyDecoder::new(framing, &limits).decode(&bytes[at..], |_| {}) {
-        Ok(p) if p.done => &bytes[..at + p.consumed],
-        _ => bytes,
-    }
+    stopgap_engine::replay::first_request(bytes)
 }
 
 /// Whether `haystack` contains `needle` (an empty needle is contained everywhere).

@@ -25,6 +25,7 @@
 pub mod audit;
 mod edit;
 mod inspector;
+pub mod replay;
 
 pub use audit::{AuditEvent, Change};
 pub use inspector::{FlowInspector, FlowMeta, InspectorConfig, Output, Side};

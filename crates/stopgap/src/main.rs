@@ -16,6 +16,7 @@ use stopgap_proxy::config::{self, GatewayConfig};
 mod admin_cli;
 mod demo;
 mod gateway;
+mod patch_cli;
 
 /// stopgap: a virtual-patching gateway.
 #[derive(Parser)]
@@ -51,6 +52,11 @@ enum Command {
         /// $STOPGAP_STATE_DIR, /var/lib/stopgap for root, else ~/.local/state/stopgap).
         #[arg(long)]
         state_dir: Option<PathBuf>,
+    },
+    /// Work with patch files offline.
+    Patch {
+        #[command(subcommand)]
+        command: PatchCommand,
     },
     /// List, apply, un-apply or monitor patches on a running gateway.
     Patches {
@@ -93,6 +99,20 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum PatchCommand {
+    /// Replay patch vectors through the engine (no network) and print pass/fail per vector:
+    /// exploits and evasions must be refused, benign requests must pass byte for byte, each
+    /// with the patch alone and with the whole directory applied.
+    Test {
+        /// A patch id from the directory, or a patch file (default: every patch).
+        target: Option<String>,
+        /// Patch directory.
+        #[arg(long, default_value = "patches")]
+        patches: PathBuf,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     tracing_subscriber::fmt()
@@ -125,6 +145,9 @@ fn main() -> ExitCode {
         }),
         Command::Patches { conn, command } => admin_cli::patches(&conn, command),
         Command::Status { conn } => admin_cli::status(&conn),
+        Command::Patch {
+            command: PatchCommand::Test { target, patches },
+        } => patch_cli::test(target.as_deref(), &patches),
         Command::Reload { conn } => admin_cli::reload(&conn),
         Command::Demo {
             listen,

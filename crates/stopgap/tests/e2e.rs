@@ -609,3 +609,44 @@ fn demo_runs_its_tour_and_reports_every_vector() {
         "{text}"
     );
 }
+
+#[test]
+fn patch_test_replays_vectors_and_fails_on_a_bad_one() {
+    let out = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+        .args(["patch", "test", "SG-2021-44228", "--patches"])
+        .arg(library())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{text}");
+    assert!(text
+        .lines()
+        .filter(|l| l.starts_with("SG-2021-44228"))
+        .all(|l| l.contains(" PASS ")));
+    assert!(text.contains("0 failed"), "{text}");
+
+    // A patch file whose condition also catches its own benign vector fails, by line.
+    let dir = TempDir::new("patchtest");
+    let src = std::fs::read_to_string(library().join("SG-2015-1635-httpsys-range.toml")).unwrap();
+    let broken = src.replace(r#"r"[1-9][0-9]{18,}""#, r#"r"[0-9]""#);
+    assert_ne!(src, broken);
+    let file = dir.0.join("too-broad.toml");
+    std::fs::write(&file, broken).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+        .args(["patch", "test"])
+        .arg(&file)
+        .arg("--patches")
+        .arg(library())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let fail = text
+        .lines()
+        .find(|l| l.contains(" FAIL "))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert!(
+        fail.contains("benign") && fail.contains("answered 400"),
+        "{fail}"
+    );
+}
