@@ -97,6 +97,14 @@ pub enum Func {
     OverlongUtf8,
     /// Decode JSON string escapes (`\u0023` …).
     JsonUnescape,
+    /// A request path as Tomcat/Jetty map it: `;` parameters removed, decoded once, dot
+    /// segments resolved.
+    TomcatPath,
+    /// A request path as IIS maps it: `%uXXXX` and percent escapes decoded once, overlong
+    /// UTF-8 decoded, `\` a separator, dot segments resolved.
+    IisPath,
+    /// A request path as Apache httpd maps it: decoded once, dot segments resolved.
+    HttpdPath,
 }
 
 impl Func {
@@ -119,6 +127,9 @@ impl Func {
         ("strip_path_params", Func::StripPathParams),
         ("overlong_utf8", Func::OverlongUtf8),
         ("json_unescape", Func::JsonUnescape),
+        ("tomcat_path", Func::TomcatPath),
+        ("iis_path", Func::IisPath),
+        ("httpd_path", Func::HttpdPath),
     ];
 
     /// Looks a function up by name.

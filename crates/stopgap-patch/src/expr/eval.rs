@@ -361,6 +361,9 @@ pub fn apply(func: Func, input: &[u8]) -> Cow<'_, [u8]> {
         Func::StripPathParams => transform::strip_path_params(input),
         Func::OverlongUtf8 => transform::overlong_utf8(input),
         Func::JsonUnescape => transform::json_unescape(input),
+        Func::TomcatPath => Cow::Owned(transform::tomcat_path(input)),
+        Func::IisPath => Cow::Owned(transform::iis_path(input)),
+        Func::HttpdPath => Cow::Owned(transform::httpd_path(input)),
         Func::Len | Func::Count | Func::Exists => Cow::Borrowed(input),
     }
 }

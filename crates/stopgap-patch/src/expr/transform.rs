@@ -228,6 +228,32 @@ pub fn json_unescape(input: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(out)
 }
 
+/// Parsing profile: a request path as Tomcat and Jetty map it to a servlet (path parameters
+/// removed from every segment, then percent-decoded once, then dot segments resolved).
+#[must_use]
+pub fn tomcat_path(raw_path: &[u8]) -> Vec<u8> {
+    let stripped = strip_path_params(raw_path);
+    let decoded = url_decode(&stripped);
+    normalize_path(&decoded, false).into_owned()
+}
+
+/// Parsing profile: a request path as IIS maps it to a file (`%uXXXX` and percent escapes
+/// decoded once, overlong UTF-8 decoded, `\` a separator, dot segments resolved).
+#[must_use]
+pub fn iis_path(raw_path: &[u8]) -> Vec<u8> {
+    let decoded = url_decode_uni(raw_path);
+    let decoded = overlong_utf8(&decoded);
+    normalize_path(&decoded, true).into_owned()
+}
+
+/// Parsing profile: a request path as Apache httpd maps it (decoded once, dot segments
+/// resolved).
+#[must_use]
+pub fn httpd_path(raw_path: &[u8]) -> Vec<u8> {
+    let decoded = url_decode(raw_path);
+    normalize_path(&decoded, false).into_owned()
+}
+
 /// Decodes HTML character references: named (`&lt; &gt; &amp; &quot; &apos; &nbsp;`),
 /// decimal `&#65;` and hex `&#x41;`, with or without the closing `;`.
 #[must_use]
@@ -432,6 +458,29 @@ mod tests {
             &*overlong_utf8(accents),
             accents,
             "well-formed UTF-8 is kept"
+        );
+    }
+
+    #[test]
+    fn parsing_profiles() {
+        assert_eq!(
+            tomcat_path(b"/tmui/login.jsp/..;/tmui/%66ile.jsp;jsessionid=1"),
+            b"/tmui/tmui/file.jsp"
+        );
+        assert_eq!(
+            tomcat_path(b"/a/%3b/b"),
+            b"/a/;/b",
+            "an encoded ';' is data"
+        );
+        assert_eq!(
+            iis_path(b"/scripts/..%c1%1c..%u005cwinnt/cmd.exe"),
+            b"/winnt/cmd.exe"
+        );
+        assert_eq!(httpd_path(b"/icons/.%2e/%2e%2e/etc/passwd"), b"/etc/passwd");
+        assert_eq!(
+            httpd_path(b"/a/%252e%252e/b"),
+            b"/a/%2e%2e/b",
+            "decoded once only"
         );
     }
 
