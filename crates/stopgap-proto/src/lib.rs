@@ -20,4 +20,5 @@
 //! [`http1::HeadError`], [`http1::Limits`].
 #![warn(missing_docs)]
 
+pub mod ftp;
 pub mod http1;
