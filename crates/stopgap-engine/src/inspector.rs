@@ -471,6 +471,7 @@ impl FlowInspector {
             request: Some(head),
             body,
             response: None,
+            command: None,
         };
         let mut verdict = Verdict::default();
         for (i, applied) in snapshot.request_patches().iter().enumerate() {
@@ -515,7 +516,7 @@ impl FlowInspector {
             return;
         }
         match &patch.action {
-            Action::Reject { status } => {
+            Action::Reject { status, .. } => {
                 verdict.reject = Some(*status);
                 e.status = Some(*status);
                 e.outcome = "rejected".into();
@@ -1004,6 +1005,7 @@ impl FlowInspector {
             request: Some(&req),
             body: None,
             response: Some(head),
+            command: None,
         };
         let mut hits = std::mem::take(&mut self.hits);
         snapshot.response_candidates(&[head.raw()], &mut hits);
@@ -1024,7 +1026,7 @@ impl FlowInspector {
                 e.outcome = "also_matched".into();
             } else {
                 match &applied.patch.action {
-                    Action::Reject { status } => {
+                    Action::Reject { status, .. } => {
                         e.outcome = "rejected".into();
                         e.status = Some(*status);
                         rejected = Some(*status);

@@ -93,7 +93,7 @@ pub fn judge_vector(
         .iter()
         .any(|e| e.patch.as_deref() == Some(patch.id.as_str()));
     match &patch.action {
-        Action::Reject { status: want } => {
+        Action::Reject { status: want, .. } => {
             if contains(&r.to_server, first_request(&vector.request)) {
                 return Err("reached the upstream as sent".into());
             }

@@ -67,15 +67,54 @@ pub enum Target {
     RequestBody,
     /// Every field line of this response header.
     ResponseHeader(String),
+    /// The argument of an FTP or SMTP command.
+    CommandArg,
+}
+
+/// The protocol a patch inspects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Protocol {
+    /// HTTP/1.1 requests and responses.
+    Http,
+    /// FTP control commands.
+    Ftp,
+    /// SMTP commands and messages.
+    Smtp,
+}
+
+impl Protocol {
+    /// The name used in files.
+    #[must_use]
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Http => "http",
+            Self::Ftp => "ftp",
+            Self::Smtp => "smtp",
+        }
+    }
+
+    /// Parses a protocol name.
+    #[must_use]
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "http" => Some(Self::Http),
+            "ftp" => Some(Self::Ftp),
+            "smtp" => Some(Self::Smtp),
+            _ => None,
+        }
+    }
 }
 
 /// What to do when the condition holds.
 #[derive(Debug, Clone)]
 pub enum Action {
-    /// Answer with `status` and never forward the message.
+    /// Answer with `status` and never forward the message (FTP/SMTP: the command, or the
+    /// message for DATA patches).
     Reject {
-        /// The status the patched server gives.
+        /// The status (HTTP) or reply code (FTP, SMTP) the patched server gives.
         status: u16,
+        /// The reply text for FTP/SMTP (a default one when absent).
+        message: Option<String>,
     },
     /// Remove the target (header lines or query arguments).
     Strip {
@@ -144,6 +183,8 @@ pub struct Vector {
 /// A validated, compiled patch.
 #[derive(Debug, Clone)]
 pub struct Patch {
+    /// The protocol it inspects.
+    pub protocol: Protocol,
     /// `SG-YEAR-NUMBER`.
     pub id: String,
     /// One line.
@@ -209,6 +250,7 @@ struct RawRule {
     when: Spanned<String>,
     action: Spanned<String>,
     status: Option<Spanned<i64>>,
+    message: Option<Spanned<String>>,
     target: Option<Spanned<String>>,
     max_len: Option<Spanned<i64>>,
     pattern: Option<Spanned<String>>,
@@ -343,13 +385,14 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
             Severity::Low
         }
     };
-    if raw.protocol.get_ref() != "http" {
+    let protocol = Protocol::parse(raw.protocol.get_ref()).unwrap_or_else(|| {
         cx.err(
             raw.protocol.span().start,
-            format!("unsupported protocol `{}`", raw.protocol.get_ref()),
-            "this version of stopgap patches `http`",
+            format!("unknown protocol `{}`", raw.protocol.get_ref()),
+            "protocol is `http`, `ftp` or `smtp`",
         );
-    }
+        Protocol::Http
+    });
     let product = raw.applies.product.get_ref();
     if product.split(':').count() != 2 || product.split(':').any(str::is_empty) {
         cx.err(
@@ -361,7 +404,7 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
 
     let when = cx.expression(&raw.rule.when);
     let (phase, needs_body) = match &when {
-        Some(w) => classify(&mut cx, w, &raw.rule.when),
+        Some(w) => classify(&mut cx, w, &raw.rule.when, protocol),
         None => (Phase::Request, false),
     };
     let mode = match raw
@@ -400,6 +443,7 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
         return Err(cx.errors);
     }
     Ok(Patch {
+        protocol,
         id: raw.id.into_inner(),
         title: raw.title,
         cve: raw.cve.into_iter().map(Spanned::into_inner).collect(),
@@ -423,9 +467,18 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
     })
 }
 
-fn classify(cx: &mut Ctx<'_>, when: &Expr, src: &Spanned<String>) -> (Phase, bool) {
+fn classify(
+    cx: &mut Ctx<'_>,
+    when: &Expr,
+    src: &Spanned<String>,
+    protocol: Protocol,
+) -> (Phase, bool) {
     let (mut request, mut response, mut body) = (false, false, false);
+    let mut foreign = None;
     when.for_each_field(&mut |f| {
+        if f.protocol() != protocol.as_str() && foreign.is_none() {
+            foreign = Some(f.name.clone());
+        }
         if f.is_response() {
             response = true;
         } else {
@@ -433,6 +486,13 @@ fn classify(cx: &mut Ctx<'_>, when: &Expr, src: &Spanned<String>) -> (Phase, boo
         }
         body |= f.reads_body();
     });
+    if let Some(name) = foreign {
+        cx.err(
+            cx.string_content_start(src.span()),
+            format!("`{name}` is not a field of a `{}` patch", protocol.as_str()),
+            "a patch reads the fields of its own protocol (http.*, ftp.* or smtp.*)",
+        );
+    }
     if request && response {
         cx.err(
             cx.string_content_start(src.span()),
@@ -476,6 +536,9 @@ fn target(
             FieldKind::Arg(n) if action == "strip" => Some(Target::RequestArg(n)),
             FieldKind::Body if action != "strip" => Some(Target::RequestBody),
             FieldKind::ResponseHeader(n) => Some(Target::ResponseHeader(n)),
+            FieldKind::FtpArg | FieldKind::SmtpArg if action == "truncate" => {
+                Some(Target::CommandArg)
+            }
             _ => None,
         },
         _ => None,
@@ -484,7 +547,7 @@ fn target(
         cx.err(
             cx.string_content_start(raw.span()),
             format!("`{}` cannot be the target of `{action}`", raw.get_ref()),
-            "targets: http.request.header(\"n\"), http.request.arg(\"n\") (strip), http.request.body (truncate, replace), http.response.header(\"n\")",
+            "targets: http.request.header(\"n\"), http.request.arg(\"n\") (strip), http.request.body (truncate, replace), http.response.header(\"n\"), ftp.arg / smtp.arg (truncate)",
         );
     }
     t
@@ -507,7 +570,17 @@ fn action(cx: &mut Ctx<'_>, rule: &RawRule, phase: Phase) -> Option<Action> {
                     403
                 }
             };
-            Action::Reject { status }
+            let message = rule.message.as_ref().map(|m| m.get_ref().clone());
+            if let Some(m) = &rule.message {
+                if m.get_ref().contains(['\r', '\n']) {
+                    cx.err(
+                        m.span().start,
+                        "message must be one line",
+                        "message = \"Command line too long\"",
+                    );
+                }
+            }
+            Action::Reject { status, message }
         }
         "strip" => Action::Strip {
             target: target(cx, rule.target.as_ref(), name, at)?,

@@ -25,7 +25,8 @@ mod set;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use file::{
-    load_dir, load_file, parse_patch, Action, Mode, Patch, Phase, Severity, Target, Vector,
+    load_dir, load_file, parse_patch, Action, Mode, Patch, Phase, Protocol, Severity, Target,
+    Vector,
 };
 pub use set::{Applied, PatchSet};
 

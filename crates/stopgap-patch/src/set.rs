@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use crate::file::{Mode, Patch, Phase};
+use crate::file::{Mode, Patch, Phase, Protocol};
 use crate::prefilter::{required_literals, Prefilter};
 
 /// One applied patch in a set, with the mode it is applied in.
@@ -24,6 +24,8 @@ pub struct PatchSet {
     pub generation: u64,
     request: Vec<Applied>,
     response: Vec<Applied>,
+    ftp: Vec<Applied>,
+    smtp: Vec<Applied>,
     request_filter: Prefilter,
     response_filter: Prefilter,
     any_body: bool,
@@ -33,7 +35,15 @@ impl PatchSet {
     /// Builds a set from applied patches.
     #[must_use]
     pub fn new(generation: u64, applied: Vec<Applied>) -> Self {
-        let (request, response): (Vec<_>, Vec<_>) = applied
+        let (mut ftp, mut smtp, mut http) = (Vec::new(), Vec::new(), Vec::new());
+        for a in applied {
+            match a.patch.protocol {
+                Protocol::Http => http.push(a),
+                Protocol::Ftp => ftp.push(a),
+                Protocol::Smtp => smtp.push(a),
+            }
+        }
+        let (request, response): (Vec<_>, Vec<_>) = http
             .into_iter()
             .partition(|a| a.patch.phase == Phase::Request);
         let filter = |list: &[Applied]| {
@@ -50,6 +60,8 @@ impl PatchSet {
             response_filter: filter(&response),
             request,
             response,
+            ftp,
+            smtp,
         }
     }
 
@@ -84,6 +96,18 @@ impl PatchSet {
         &self.response
     }
 
+    /// FTP patches.
+    #[must_use]
+    pub fn ftp_patches(&self) -> &[Applied] {
+        &self.ftp
+    }
+
+    /// SMTP patches.
+    #[must_use]
+    pub fn smtp_patches(&self) -> &[Applied] {
+        &self.smtp
+    }
+
     /// Whether any request patch reads the body.
     #[must_use]
     pub fn any_needs_body(&self) -> bool {
@@ -103,7 +127,7 @@ impl PatchSet {
     /// Number of applied patches.
     #[must_use]
     pub fn len(&self) -> usize {
-        self.request.len() + self.response.len()
+        self.request.len() + self.response.len() + self.ftp.len() + self.smtp.len()
     }
 
     /// Whether no patch is applied.

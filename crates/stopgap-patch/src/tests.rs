@@ -16,6 +16,7 @@ fn eval(src: &str, request: &[u8]) -> bool {
         request: Some(&head),
         body: Some(body),
         response: None,
+        command: None,
     };
     view.eval(&parse(src).unwrap()).is_some()
 }
@@ -197,7 +198,7 @@ fn patch_file_reports_every_problem() {
     assert_eq!(all.len(), 5, "{all:#?}");
     assert!(all[0].starts_with("1:6 invalid patch id"));
     assert!(all.iter().any(|e| e.starts_with("3:12 unknown severity")));
-    assert!(all.iter().any(|e| e.contains("unsupported protocol")));
+    assert!(all.iter().any(|e| e.contains("unknown protocol `gopher`")));
     assert!(all.iter().any(|e| e.contains("not `vendor:product`")));
     assert!(all.iter().any(|e| e.starts_with("10:10 unknown action")));
 }
@@ -208,4 +209,51 @@ fn unknown_keys_are_rejected_with_location() {
     let errs = parse_patch(Path::new("p.toml"), src).unwrap_err();
     assert_eq!(errs[0].line, 5, "{}", errs[0]);
     assert!(errs[0].message.contains("bogus"), "{}", errs[0]);
+}
+
+#[test]
+fn ftp_and_smtp_fields() {
+    use crate::expr::CommandView;
+    let e = parse(
+        r#"ftp.command == "SITE" and lower(ftp.arg) starts_with "cpfr" and ftp.authenticated == 0"#,
+    )
+    .unwrap();
+    let mut v = CommandView {
+        command: b"SITE",
+        arg: b"CPFR /etc/passwd",
+        ..CommandView::default()
+    };
+    assert!(v.eval(&e).is_some());
+    v.authenticated = true;
+    assert!(v.eval(&e).is_none());
+    let e = parse(r#"smtp.rcpt_to contains "${run""#).unwrap();
+    let rcpts = vec![b"<ok@x>".to_vec(), b"<${run{x}}@localhost>".to_vec()];
+    let v = CommandView {
+        command: b"RCPT",
+        rcpt_to: &rcpts,
+        ..CommandView::default()
+    };
+    assert!(v.eval(&e).is_some());
+    let http = parse(r#"ftp.user == "x""#).unwrap();
+    assert!(
+        HttpView::default().eval(&http).is_none(),
+        "no command, no FTP field"
+    );
+}
+
+#[test]
+fn a_patch_reads_only_its_own_protocol() {
+    let src = "id = \"SG-2099-0001\"\ntitle = \"t\"\ncve = [\"CVE-2099-0001\"]\nseverity = \"high\"\nprotocol = \"ftp\"\n[applies]\nproduct = \"a:b\"\nversions = \"*\"\n[rule]\nwhen = 'http.request.uri == \"x\"'\naction = \"reject\"\nstatus = 550\nmessage = \"No.\"\n";
+    let e = parse_patch(Path::new("p.toml"), src).unwrap_err();
+    assert!(
+        e[0].message.contains("is not a field of a `ftp` patch"),
+        "{}",
+        e[0]
+    );
+    let ok = src.replace("http.request.uri", "ftp.command");
+    let p = parse_patch(Path::new("p.toml"), &ok).unwrap();
+    assert_eq!(p.protocol, crate::Protocol::Ftp);
+    assert!(
+        matches!(p.action, crate::Action::Reject { status: 550, message: Some(ref m) } if m == "No.")
+    );
 }

@@ -188,6 +188,26 @@ pub enum FieldKind {
     ParamNames,
     /// `http.request.json`: every key and string value of a JSON body, escapes decoded.
     Json,
+    /// `ftp.command`: the FTP verb, upper-cased.
+    FtpCommand,
+    /// `ftp.arg`: the FTP command's argument.
+    FtpArg,
+    /// `ftp.user`: the user named by the last `USER` (absent before one).
+    FtpUser,
+    /// `ftp.authenticated`: 1 after the server accepted a login, else 0.
+    FtpAuthenticated,
+    /// `smtp.command`: the SMTP verb, upper-cased.
+    SmtpCommand,
+    /// `smtp.arg`: the SMTP command's argument.
+    SmtpArg,
+    /// `smtp.helo`: the `HELO`/`EHLO` argument of the session.
+    SmtpHelo,
+    /// `smtp.mail_from`: the reverse path of the current transaction.
+    SmtpMailFrom,
+    /// `smtp.rcpt_to`: every forward path of the current transaction.
+    SmtpRcptTo,
+    /// `smtp.data`: the message (headers and a bounded body window), dot-stuffing removed.
+    SmtpData,
     /// `http.response.status`
     Status,
     /// `http.response.header("name")`
@@ -214,6 +234,24 @@ impl Field {
             FieldKind::Status | FieldKind::ResponseHeader(_) | FieldKind::ResponseHeaders
         )
     }
+    /// The protocol the field belongs to.
+    #[must_use]
+    pub fn protocol(&self) -> &'static str {
+        match self.kind {
+            FieldKind::FtpCommand
+            | FieldKind::FtpArg
+            | FieldKind::FtpUser
+            | FieldKind::FtpAuthenticated => "ftp",
+            FieldKind::SmtpCommand
+            | FieldKind::SmtpArg
+            | FieldKind::SmtpHelo
+            | FieldKind::SmtpMailFrom
+            | FieldKind::SmtpRcptTo
+            | FieldKind::SmtpData => "smtp",
+            _ => "http",
+        }
+    }
+
     /// Whether the value comes from the request body (the patch then waits for it).
     #[must_use]
     pub fn reads_body(&self) -> bool {
@@ -227,6 +265,7 @@ impl Field {
                 | FieldKind::Params
                 | FieldKind::ParamNames
                 | FieldKind::Json
+                | FieldKind::SmtpData
         )
     }
 
@@ -236,7 +275,11 @@ impl Field {
     pub fn is_raw(&self) -> bool {
         matches!(
             self.kind,
-            FieldKind::Method
+            FieldKind::FtpCommand
+                | FieldKind::FtpArg
+                | FieldKind::SmtpCommand
+                | FieldKind::SmtpArg
+                | FieldKind::Method
                 | FieldKind::Uri
                 | FieldKind::RawPath
                 | FieldKind::Query

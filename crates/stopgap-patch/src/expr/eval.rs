@@ -16,6 +16,56 @@ pub struct HttpView<'a> {
     pub body: Option<&'a [u8]>,
     /// The response head, for response-side patches.
     pub response: Option<&'a ResponseHead>,
+    /// For FTP and SMTP patches: the command and session (the HTTP parts are then `None`).
+    pub command: Option<CommandView<'a>>,
+}
+
+/// An FTP or SMTP command, with the session facts patches may read.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CommandView<'a> {
+    /// The verb, upper-cased.
+    pub command: &'a [u8],
+    /// The argument.
+    pub arg: &'a [u8],
+    /// FTP: the user named by `USER`.
+    pub user: Option<&'a [u8]>,
+    /// FTP: whether the server accepted a login.
+    pub authenticated: bool,
+    /// SMTP: the `HELO`/`EHLO` argument.
+    pub helo: Option<&'a [u8]>,
+    /// SMTP: the reverse path of the current transaction.
+    pub mail_from: Option<&'a [u8]>,
+    /// SMTP: the forward paths of the current transaction.
+    pub rcpt_to: &'a [Vec<u8>],
+    /// SMTP: the message, for DATA patches.
+    pub data: Option<&'a [u8]>,
+}
+
+impl<'a> CommandView<'a> {
+    fn values(&self, kind: &FieldKind) -> Vec<Val<'a>> {
+        let b = |s: &'a [u8]| Val::Bytes(Cow::Borrowed(s));
+        match kind {
+            FieldKind::FtpCommand | FieldKind::SmtpCommand => vec![b(self.command)],
+            FieldKind::FtpArg | FieldKind::SmtpArg => vec![b(self.arg)],
+            FieldKind::FtpUser => self.user.map(b).into_iter().collect(),
+            FieldKind::FtpAuthenticated => vec![Val::Num(i64::from(self.authenticated))],
+            FieldKind::SmtpHelo => self.helo.map(b).into_iter().collect(),
+            FieldKind::SmtpMailFrom => self.mail_from.map(b).into_iter().collect(),
+            FieldKind::SmtpRcptTo => self.rcpt_to.iter().map(|r| b(r)).collect(),
+            FieldKind::SmtpData => self.data.map(b).into_iter().collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    /// Evaluates `expr` against this command.
+    #[must_use]
+    pub fn eval(&self, expr: &Expr) -> Option<Evidence> {
+        HttpView {
+            command: Some(*self),
+            ..HttpView::default()
+        }
+        .eval(expr)
+    }
 }
 
 /// What made an expression true: the field and the value that matched.
@@ -107,6 +157,12 @@ fn pick<'a>(pairs: Vec<(Vec<u8>, Vec<u8>)>, which: &Pick<'_>) -> Vec<Val<'a>> {
 
 impl<'a> HttpView<'a> {
     fn field_values(&self, field: &Field) -> Vec<Val<'a>> {
+        if field.protocol() != "http" {
+            return self
+                .command
+                .map(|c| c.values(&field.kind))
+                .unwrap_or_default();
+        }
         let b = |s: &'a [u8]| Val::Bytes(Cow::Borrowed(s));
         if let (Some(resp), true) = (self.response, field.is_response()) {
             return match &field.kind {
@@ -196,9 +252,7 @@ impl<'a> HttpView<'a> {
                 .into_iter()
                 .map(|v| Val::Bytes(Cow::Owned(v)))
                 .collect(),
-            FieldKind::Status | FieldKind::ResponseHeader(_) | FieldKind::ResponseHeaders => {
-                Vec::new()
-            }
+            _ => Vec::new(),
         }
     }
 

@@ -270,7 +270,9 @@ impl Parser {
             Tok::Ident(name) if name == "true" || name == "false" => {
                 Ok(Operand::Bool(name == "true"))
             }
-            Tok::Ident(name) if name == "http" => self.field(span),
+            Tok::Ident(name) if name == "http" || name == "ftp" || name == "smtp" => {
+                self.field(name, span)
+            }
             Tok::Ident(name) => {
                 let Some(func) = Func::by_name(&name) else {
                     let names: Vec<&str> = Func::ALL.iter().map(|(n, _)| *n).collect();
@@ -326,8 +328,8 @@ impl Parser {
         }
     }
 
-    fn field(&mut self, start: Span) -> Result<Operand, ParseError> {
-        let mut parts = vec!["http".to_string()];
+    fn field(&mut self, root: String, start: Span) -> Result<Operand, ParseError> {
+        let mut parts = vec![root];
         let mut end = start.end;
         while self.peek().0 == Tok::Dot {
             self.next();
@@ -386,6 +388,16 @@ impl Parser {
             ("http.request.params", None) => FieldKind::Params,
             ("http.request.param_names", None) => FieldKind::ParamNames,
             ("http.request.json", None) => FieldKind::Json,
+            ("ftp.command", None) => FieldKind::FtpCommand,
+            ("ftp.arg", None) => FieldKind::FtpArg,
+            ("ftp.user", None) => FieldKind::FtpUser,
+            ("ftp.authenticated", None) => FieldKind::FtpAuthenticated,
+            ("smtp.command", None) => FieldKind::SmtpCommand,
+            ("smtp.arg", None) => FieldKind::SmtpArg,
+            ("smtp.helo", None) => FieldKind::SmtpHelo,
+            ("smtp.mail_from", None) => FieldKind::SmtpMailFrom,
+            ("smtp.rcpt_to", None) => FieldKind::SmtpRcptTo,
+            ("smtp.data", None) => FieldKind::SmtpData,
             ("http.response.status", None) => FieldKind::Status,
             ("http.response.header", Some(n)) => FieldKind::ResponseHeader(n),
             ("http.response.headers", None) => FieldKind::ResponseHeaders,
@@ -427,7 +439,7 @@ impl Parser {
     }
 }
 
-const FIELDS_HINT: &str = "fields: http.request.{method, uri, raw_path, path, query, version, header(\"n\"), headers, header_names, arg(\"n\"), args, arg_names, cookie(\"n\"), cookies, cookie_names, form(\"n\"), forms, form_names, param(\"n\"), params, param_names, body, json}, http.response.{status, header(\"n\"), headers}";
+const FIELDS_HINT: &str = "fields: http.request.{method, uri, raw_path, path, query, version, header(\"n\"), headers, header_names, arg(\"n\"), args, arg_names, cookie(\"n\"), cookies, cookie_names, form(\"n\"), forms, form_names, param(\"n\"), params, param_names, body, json}, http.response.{status, header(\"n\"), headers}, ftp.{command, arg, user, authenticated}, smtp.{command, arg, helo, mail_from, rcpt_to, data}";
 
 fn compile_regex(pattern: &[u8], span: &Span) -> Result<Regex, ParseError> {
     let text = std::str::from_utf8(pattern).map_err(|_| {
