@@ -49,8 +49,14 @@ pub fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 
 /// Reads the HTTP records of the repository at `repo`.
 pub fn http_records(repo: &Path) -> Vec<Record> {
-    std::fs::read_to_string(repo.join("tests/corpus/http.jsonl"))
-        .expect("tests/corpus/http.jsonl")
+    records(repo, "http")
+}
+
+/// Reads the records of one protocol (`http`, `ftp`, `smtp`) of the repository at `repo`.
+pub fn records(repo: &Path, protocol: &str) -> Vec<Record> {
+    let file = repo.join(format!("tests/corpus/{protocol}.jsonl"));
+    std::fs::read_to_string(&file)
+        .unwrap_or_else(|e| panic!("{}: {e}", file.display()))
         .lines()
         .map(|l| serde_json::from_str(l).expect("corpus record is JSON"))
         .collect()

@@ -13,6 +13,8 @@ pub mod event {
     pub const PROTOCOL_VIOLATION: &str = "protocol_violation";
     /// The upstream could not be reached or misbehaved.
     pub const UPSTREAM_ERROR: &str = "upstream_error";
+    /// The session became encrypted (`STARTTLS`, `AUTH TLS`) and passes through uninspected.
+    pub const OPAQUE: &str = "opaque";
 }
 
 /// One audit event. The engine fills what it knows; the proxy adds the timestamp when writing.
@@ -20,6 +22,9 @@ pub mod event {
 pub struct AuditEvent {
     /// What happened: one of [`event`].
     pub event: &'static str,
+    /// `ftp` or `smtp`; absent for HTTP.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<&'static str>,
     /// Connection id (unique per gateway process).
     pub flow: u64,
     /// Index of the request on the connection (0-based).

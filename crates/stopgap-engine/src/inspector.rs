@@ -1,6 +1,7 @@
 //! [`FlowInspector`]: one HTTP/1.1 connection, both directions, sans-IO.
 
 use std::collections::VecDeque;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -35,6 +36,24 @@ pub enum Output {
     Audit(Box<AuditEvent>),
     /// Flush everything emitted before, then close both connections.
     Close,
+    /// FTP: the server opened a passive data port at `server`. Listen for the client, relay
+    /// its data connection to `server`, and send the client a `227` (or `229` when
+    /// `extended`) reply naming the gateway's listener.
+    FtpPassive {
+        /// Where the server waits for the data connection.
+        server: SocketAddr,
+        /// `EPSV` (229) rather than `PASV` (227).
+        extended: bool,
+    },
+    /// FTP: the client waits for a data connection at `client` (validated: the client's own
+    /// host). Listen for the server, relay its data connection to `client`, and send the
+    /// server a `PORT` (or `EPRT` when `extended`) command naming the gateway's listener.
+    FtpActive {
+        /// Where the client waits.
+        client: SocketAddr,
+        /// `EPRT` rather than `PORT`.
+        extended: bool,
+    },
 }
 
 /// Engine settings.

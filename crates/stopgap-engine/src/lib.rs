@@ -23,13 +23,79 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+mod command;
 mod edit;
+pub mod ftp;
 mod inspector;
 pub mod replay;
 
 pub use audit::{AuditEvent, Change};
+pub use command::default_reply_text;
+pub use ftp::FtpInspector;
 pub use inspector::{FlowInspector, FlowMeta, InspectorConfig, Output, Side};
 pub use stopgap_patch::PatchSet;
+
+use std::sync::Arc;
+
+/// One client connection of any protocol: what the proxy drives.
+pub enum Session {
+    /// HTTP/1.1.
+    Http(Box<FlowInspector>),
+    /// FTP control connection.
+    Ftp(Box<FtpInspector>),
+}
+
+impl Session {
+    /// Feeds bytes read from `side`.
+    pub fn handle_data(&mut self, side: Side, data: &[u8], snapshot: &Arc<PatchSet>) {
+        match self {
+            Self::Http(i) => i.handle_data(side, data, snapshot),
+            Self::Ftp(i) => i.handle_data(side, data, snapshot),
+        }
+    }
+
+    /// `side` closed its sending direction.
+    pub fn handle_eof(&mut self, side: Side) {
+        match self {
+            Self::Http(i) => i.handle_eof(side),
+            Self::Ftp(i) => i.handle_eof(side),
+        }
+    }
+
+    /// The upstream cannot be reached.
+    pub fn upstream_failed(&mut self, reason: &str) {
+        match self {
+            Self::Http(i) => i.upstream_failed(reason),
+            Self::Ftp(i) => i.upstream_failed(reason),
+        }
+    }
+
+    /// The next thing to do, in order.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        match self {
+            Self::Http(i) => i.poll_output(),
+            Self::Ftp(i) => i.poll_output(),
+        }
+    }
+
+    /// Requests (HTTP) or commands (FTP, SMTP) seen so far.
+    #[must_use]
+    pub fn requests(&self) -> u64 {
+        match self {
+            Self::Http(i) => i.requests(),
+            Self::Ftp(i) => i.requests(),
+        }
+    }
+
+    /// Whether the connection is between messages.
+    #[must_use]
+    pub fn is_idle(&self) -> bool {
+        match self {
+            Self::Http(i) => i.is_idle(),
+            Self::Ftp(i) => i.is_idle(),
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

@@ -33,6 +33,74 @@ pub fn replay(snapshot: &Arc<PatchSet>, client: &[u8], piece: Option<usize>) -> 
                 Output::ToClient(b) => r.to_client.extend_from_slice(&b),
                 Output::Close => r.closed = true,
                 Output::Audit(e) => r.events.push(*e),
+                Output::FtpPassive { .. } | Output::FtpActive { .. } => {}
+            }
+        }
+    }
+    r
+}
+
+/// A stand-in FTP server's answer to one command: enough for a session to go on.
+fn ftp_answer(command: &[u8]) -> &'static [u8] {
+    let verb = stopgap_proto::ftp::Command::parse(command).verb;
+    match verb.as_str() {
+        "USER" => b"331 Please specify the password.\r\n",
+        "PASS" => b"230 Login successful.\r\n",
+        "PASV" => b"227 Entering Passive Mode (127,0,0,1,200,10).\r\n",
+        "EPSV" => b"229 Entering Extended Passive Mode (|||51210|)\r\n",
+        "QUIT" => b"221 Goodbye.\r\n",
+        "LIST" | "RETR" | "STOR" | "NLST" | "MLSD" => {
+            b"150 Here comes the data.\r\n226 Transfer complete.\r\n"
+        }
+        _ => b"200 OK.\r\n",
+    }
+}
+
+/// Replays an FTP client dialogue against a stand-in server that answers every command it
+/// receives, one command at a time (as an FTP client waits for each reply). `max_line` is the
+/// command-line limit (vectors are judged with a large one, so that a patch is tested on its
+/// own and not through the line limit).
+#[must_use]
+pub fn replay_ftp(snapshot: &Arc<PatchSet>, client: &[u8], max_line: usize) -> Replay {
+    let meta = FlowMeta {
+        id: 1,
+        client: "127.0.0.1:50000".into(),
+        upstream: "127.0.0.1:21".into(),
+    };
+    let mut insp = crate::FtpInspector::new(meta, max_line);
+    let mut r = Replay::default();
+    let mut server_in: Vec<u8> = b"220 stand-in FTP server ready.\r\n".to_vec();
+    let lines: Vec<&[u8]> = client.split_inclusive(|&b| b == b'\n').collect();
+    let mut next = 0;
+    loop {
+        if !server_in.is_empty() {
+            let data = std::mem::take(&mut server_in);
+            insp.handle_data(Side::Server, &data, snapshot);
+        } else if next < lines.len() {
+            insp.handle_data(Side::Client, lines[next], snapshot);
+            next += 1;
+        } else {
+            break;
+        }
+        while let Some(o) = insp.poll_output() {
+            match o {
+                Output::ToServer(b) => {
+                    r.to_server.extend_from_slice(&b);
+                    server_in.extend_from_slice(ftp_answer(&b));
+                }
+                Output::ToClient(b) => r.to_client.extend_from_slice(&b),
+                Output::Close => r.closed = true,
+                Output::Audit(e) => r.events.push(*e),
+                Output::FtpPassive { server, .. } => {
+                    r.to_client.extend_from_slice(
+                        format!("227 (gateway listener for {server})\r\n").as_bytes(),
+                    );
+                }
+                Output::FtpActive { client, .. } => {
+                    let line = format!("PORT (gateway listener for {client})\r\n");
+                    r.to_server.extend_from_slice(line.as_bytes());
+                    server_in.extend_from_slice(b"200 PORT command successful.\r\n");
+                }
             }
         }
     }
@@ -76,6 +144,9 @@ pub fn judge_vector(
     snapshot: &Arc<PatchSet>,
     alone: bool,
 ) -> Result<String, String> {
+    if patch.protocol != stopgap_patch::Protocol::Http {
+        return judge_command_vector(patch, vector, snapshot, alone);
+    }
     let r = replay(snapshot, &vector.request, None);
     let status =
         |bytes: &[u8]| String::from_utf8_lossy(bytes.get(9..12).unwrap_or_default()).into_owned();
@@ -115,5 +186,64 @@ pub fn judge_vector(
             .find(|e| e.patch.as_deref() == Some(patch.id.as_str()))
             .map_or_else(|| "matched".to_string(), |e| e.outcome.clone())),
         _ => Err("not matched".into()),
+    }
+}
+
+/// Judges an FTP (or SMTP) vector: an exploit must make this patch (or, with the library, any
+/// patch) refuse or edit a command, which then does not reach the server as sent; a benign
+/// dialogue must reach the server byte for byte with no refusal.
+fn judge_command_vector(
+    patch: &Patch,
+    vector: &Vector,
+    snapshot: &Arc<PatchSet>,
+    alone: bool,
+) -> Result<String, String> {
+    let r = match patch.protocol {
+        stopgap_patch::Protocol::Ftp => replay_ftp(snapshot, &vector.request, 1 << 16),
+        _ => return Err(format!("no replay for {} vectors", patch.protocol.as_str())),
+    };
+    let acted: Vec<&AuditEvent> = r
+        .events
+        .iter()
+        .filter(|e| {
+            e.event == crate::audit::event::PATCH_MATCH
+                && matches!(e.outcome.as_str(), "rejected" | "truncated" | "reset")
+        })
+        .collect();
+    let refused_by_protocol = r
+        .events
+        .iter()
+        .any(|e| e.event == crate::audit::event::PROTOCOL_VIOLATION);
+    if !vector.expect_match {
+        if let Some(e) = acted.first() {
+            return Err(format!(
+                "{} by {} ({})",
+                e.outcome,
+                e.patch.as_deref().unwrap_or("?"),
+                e.method.as_deref().unwrap_or("?")
+            ));
+        }
+        if r.to_server != vector.request {
+            return Err("altered on its way to the server".into());
+        }
+        return Ok("passed byte for byte".into());
+    }
+    let mine = acted
+        .iter()
+        .find(|e| e.patch.as_deref() == Some(patch.id.as_str()));
+    match (mine, acted.first()) {
+        (Some(e), _) => Ok(format!(
+            "{} {} {}",
+            e.method.as_deref().unwrap_or("?"),
+            e.outcome,
+            e.status.map(|s| s.to_string()).unwrap_or_default()
+        )),
+        (None, Some(e)) if !alone => Ok(format!(
+            "{} by {}",
+            e.outcome,
+            e.patch.as_deref().unwrap_or("?")
+        )),
+        (None, None) if !alone && refused_by_protocol => Ok("refused by the codec".into()),
+        _ => Err("not refused".into()),
     }
 }

@@ -43,6 +43,9 @@ impl Harness {
                 }
                 Output::Audit(e) => self.events.push(*e),
                 Output::Close => self.closed = true,
+                Output::FtpPassive { .. } | Output::FtpActive { .. } => {
+                    panic!("an HTTP flow has no FTP data connections")
+                }
             }
         }
     }

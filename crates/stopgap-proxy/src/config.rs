@@ -28,7 +28,7 @@
 //! name = "web"
 //! listen = "127.0.0.1:8080"
 //! upstream = "127.0.0.1:8081"
-//! protocol = "http"              # the only protocol of this version
+//! protocol = "http"              # or "ftp"
 //! ```
 
 use std::net::SocketAddr;
@@ -37,7 +37,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use stopgap_engine::InspectorConfig;
-use stopgap_patch::{Diagnostic, Diagnostics};
+use stopgap_patch::{Diagnostic, Diagnostics, Protocol};
 use stopgap_proto::http1::Limits;
 use toml::Spanned;
 
@@ -117,6 +117,8 @@ impl Default for AdminConfig {
 pub struct ListenerConfig {
     /// Name, for logs.
     pub name: String,
+    /// The protocol spoken (`http` or `ftp`).
+    pub protocol: Protocol,
     /// Address to accept clients on.
     pub listen: SocketAddr,
     /// Upstream server address.
@@ -136,6 +138,8 @@ pub struct GatewayConfig {
     pub inspector: InspectorConfig,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// FTP: longest command line accepted (longer ones get `500` and are discarded).
+    pub ftp_max_line: usize,
     /// Bound on a graceful shutdown.
     pub shutdown_timeout: Duration,
     /// Admin API.
@@ -151,6 +155,7 @@ impl GatewayConfig {
         Self {
             listeners: vec![ListenerConfig {
                 name: "quick".into(),
+                protocol: Protocol::Http,
                 listen,
                 upstream,
             }],
@@ -158,6 +163,7 @@ impl GatewayConfig {
             audit: AuditTarget::Stderr,
             inspector: InspectorConfig::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            ftp_max_line: stopgap_proto::ftp::DEFAULT_MAX_COMMAND_LINE,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin: AdminConfig::default(),
             state_dir: None,
@@ -228,6 +234,7 @@ struct RawLimits {
     inspection_window: Option<Spanned<i64>>,
     connect_timeout_ms: Option<Spanned<i64>>,
     shutdown_timeout_ms: Option<Spanned<i64>>,
+    ftp_max_command_line: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -288,6 +295,7 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
     let mut inspector = InspectorConfig::default();
     let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
     let mut shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT;
+    let mut ftp_max_line = stopgap_proto::ftp::DEFAULT_MAX_COMMAND_LINE;
     if let Some(l) = raw.limits {
         let mut bounded =
             |v: &Option<Spanned<i64>>, min: usize, max: usize, name: &str| -> Option<usize> {
@@ -330,6 +338,9 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         }
         if let Some(n) = bounded(&l.shutdown_timeout_ms, 0, 3_600_000, "shutdown_timeout_ms") {
             shutdown_timeout = Duration::from_millis(n as u64);
+        }
+        if let Some(n) = bounded(&l.ftp_max_command_line, 64, 65_536, "ftp_max_command_line") {
+            ftp_max_line = n;
         }
     }
     let mut admin = AdminConfig::default();
@@ -395,17 +406,23 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         };
         let listen = addr(&l.listen, "listen", &mut err);
         let upstream = addr(&l.upstream, "upstream", &mut err);
-        if let Some(p) = &l.protocol {
-            if p.get_ref() != "http" {
-                err(
-                    p.span().start,
-                    format!("unsupported protocol `{}`", p.get_ref()),
-                    "this version proxies `http`",
-                );
-            }
-        }
+        let protocol = match &l.protocol {
+            None => Protocol::Http,
+            Some(p) => match Protocol::parse(p.get_ref()) {
+                Some(proto @ (Protocol::Http | Protocol::Ftp)) => proto,
+                _ => {
+                    err(
+                        p.span().start,
+                        format!("unsupported protocol `{}`", p.get_ref()),
+                        "a listener speaks `http` or `ftp`",
+                    );
+                    Protocol::Http
+                }
+            },
+        };
         if let (Ok(listen), Ok(upstream)) = (listen, upstream) {
             listeners.push(ListenerConfig {
+                protocol,
                 name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
                 listen,
                 upstream,
@@ -421,6 +438,7 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         audit,
         inspector,
         connect_timeout,
+        ftp_max_line,
         shutdown_timeout,
         admin,
         state_dir,

@@ -19,6 +19,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod ftp_data;
 pub mod metrics;
 pub mod pump;
 

@@ -6,8 +6,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use stopgap_engine::{FlowInspector, FlowMeta, InspectorConfig, Output, Side};
+use stopgap_engine::{
+    FlowInspector, FlowMeta, FtpInspector, InspectorConfig, Output, Session, Side,
+};
 use stopgap_patch::PatchSet;
+use stopgap_patch::Protocol;
+use stopgap_proto::ftp;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
@@ -32,6 +36,8 @@ pub struct ListenerSettings {
     pub inspector: InspectorConfig,
     /// Upstream connect timeout.
     pub connect_timeout: Duration,
+    /// FTP: longest command line.
+    pub ftp_max_line: usize,
 }
 
 /// Tells connections to finish: set once, on shutdown.
@@ -93,6 +99,8 @@ impl Drain {
 /// What a running listener needs.
 #[derive(Clone)]
 pub struct ListenerRuntime {
+    /// The protocol spoken on this listener.
+    pub protocol: Protocol,
     /// Settings, swappable by a reload.
     pub settings: Arc<ArcSwap<ListenerSettings>>,
     /// The current patch snapshot.
@@ -168,7 +176,10 @@ async fn handle_connection(
         client: peer.to_string(),
         upstream: settings.upstream.to_string(),
     };
-    let mut insp = FlowInspector::new(settings.inspector, meta);
+    let mut insp = match rt.protocol {
+        Protocol::Ftp => Session::Ftp(Box::new(FtpInspector::new(meta, settings.ftp_max_line))),
+        _ => Session::Http(Box::new(FlowInspector::new(settings.inspector, meta))),
+    };
     let mut drain = rt.drain.clone();
     let server = match tokio::time::timeout(
         settings.connect_timeout,
@@ -189,6 +200,11 @@ async fn handle_connection(
             None
         }
     };
+    let client_local_ip = client.local_addr().map(|a| a.ip()).ok();
+    let server_local_ip = server
+        .as_ref()
+        .and_then(|s| s.local_addr().ok())
+        .map(|a| a.ip());
     let (mut client_r, mut client_w) = client.into_split();
     let (mut server_r, mut server_w) = match server {
         Some(s) => {
@@ -261,6 +277,56 @@ async fn handle_connection(
                 }
                 Output::ToClient(bytes) => client_w.write_all(&bytes).await?,
                 Output::Audit(event) => rt.audit.record(*event),
+                Output::FtpPassive { server, extended } => {
+                    let reply = match client_local_ip {
+                        Some(ip) => match crate::ftp_data::relay_once(
+                            ip,
+                            peer.ip(),
+                            server,
+                            settings.connect_timeout,
+                        )
+                        .await
+                        {
+                            Ok(SocketAddr::V4(a)) if !extended => ftp::format_227(a),
+                            Ok(a) => ftp::format_229(a.port()),
+                            Err(e) => {
+                                tracing::warn!(flow = id, "cannot open an FTP data port: {e}");
+                                "425 Can't open data connection.\r\n".to_string()
+                            }
+                        },
+                        None => "425 Can't open data connection.\r\n".to_string(),
+                    };
+                    client_w.write_all(reply.as_bytes()).await?;
+                }
+                Output::FtpActive { client, extended } => {
+                    let (Some(ip), Some(w)) = (server_local_ip, server_w.as_mut()) else {
+                        continue;
+                    };
+                    let upstream_ip = settings.upstream.ip();
+                    match crate::ftp_data::relay_once(
+                        ip,
+                        upstream_ip,
+                        client,
+                        settings.connect_timeout,
+                    )
+                    .await
+                    {
+                        Ok(a) => {
+                            let cmd = match a {
+                                SocketAddr::V4(v4) if !extended => ftp::format_port(v4),
+                                other => ftp::format_eprt(other),
+                            };
+                            w.write_all(cmd.as_bytes()).await?;
+                        }
+                        Err(e) => {
+                            tracing::warn!(flow = id, "cannot open an FTP data port: {e}");
+                            // The server never sees the command; answer for it.
+                            client_w
+                                .write_all(b"425 Can't open data connection.\r\n")
+                                .await?;
+                        }
+                    }
+                }
                 Output::Close => {
                     client_w.flush().await?;
                     let _ = client_w.shutdown().await;

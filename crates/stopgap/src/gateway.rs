@@ -137,6 +137,7 @@ fn config_reload(
                             upstream: l.upstream,
                             inspector: new.inspector,
                             connect_timeout: new.connect_timeout,
+                            ftp_max_line: new.ftp_max_line,
                         },
                     ));
                 }
@@ -206,7 +207,8 @@ pub async fn start(
         let status = controller.status().await;
         tracing::info!(
             listener = %l.name,
-            "listening on {addr} -> upstream {}; {} patches applied, {} in monitor mode, from {}",
+            "listening on {addr} ({}) -> upstream {}; {} patches applied, {} in monitor mode, from {}",
+            l.protocol.as_str(),
             l.upstream,
             status.applied,
             status.monitor,
@@ -216,12 +218,14 @@ pub async fn start(
             upstream: l.upstream,
             inspector: cfg.inspector,
             connect_timeout: cfg.connect_timeout,
+            ftp_max_line: cfg.ftp_max_line,
         }));
         settings_cells.push(settings.clone());
         let (drain_rx, open) = drain.drain();
         tokio::spawn(serve_listener(
             listener,
             ListenerRuntime {
+                protocol: l.protocol,
                 settings,
                 patches: controller.snapshot(),
                 audit: audit.clone(),

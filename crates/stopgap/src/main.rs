@@ -39,6 +39,9 @@ enum Command {
         /// Quick form: upstream server address.
         #[arg(long)]
         upstream: Option<SocketAddr>,
+        /// Quick form: the protocol spoken, `http` or `ftp`.
+        #[arg(long, default_value = "http", value_parser = ["http", "ftp"])]
+        protocol: String,
         /// Patch directory (quick form; overrides the config file's).
         #[arg(long)]
         patches: Option<PathBuf>,
@@ -132,8 +135,10 @@ fn main() -> ExitCode {
             audit_log,
             admin,
             state_dir,
+            protocol,
         } => runtime().and_then(|rt| {
             rt.block_on(serve(ServeArgs {
+                protocol,
                 config,
                 listen,
                 upstream,
@@ -223,6 +228,7 @@ fn check(config: Option<PathBuf>, patches: Option<PathBuf>) -> anyhow::Result<Ex
 }
 
 struct ServeArgs {
+    protocol: String,
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
     upstream: Option<SocketAddr>,
@@ -241,11 +247,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         },
-        (None, Some(listen), Some(upstream)) => GatewayConfig::quick(
-            listen,
-            upstream,
-            args.patches.clone().unwrap_or_else(|| "patches".into()),
-        ),
+        (None, Some(listen), Some(upstream)) => {
+            let mut c = GatewayConfig::quick(
+                listen,
+                upstream,
+                args.patches.clone().unwrap_or_else(|| "patches".into()),
+            );
+            c.listeners[0].protocol =
+                stopgap_patch::Protocol::parse(&args.protocol).unwrap_or(stopgap_patch::Protocol::Http);
+            c
+        }
         _ => {
             return Err(anyhow!(
                 "nothing to serve: pass --config stopgap.toml, or --listen ADDR --upstream ADDR --patches DIR"
