@@ -1,12 +1,15 @@
 #!/usr/bin/env bash
-# Runs every check and test of stopgap. Installs the Debian test peers it needs (nginx, curl)
-# when they are missing. Usage: scripts/test.sh
+# Runs every check and test of stopgap. Installs the Debian test peers it needs (nginx, curl,
+# vsftpd, lftp) when they are missing, and the local account the FTP tests log in with.
+# Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 missing=()
 [ -x /usr/sbin/nginx ] || command -v nginx >/dev/null 2>&1 || missing+=(nginx-light)
 command -v curl >/dev/null 2>&1 || missing+=(curl)
+[ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
+command -v lftp >/dev/null 2>&1 || missing+=(lftp)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test peers: ${missing[*]}"
   sudo=""
@@ -15,6 +18,22 @@ if [ ${#missing[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The package starts a system nginx on port 80; the tests start their own.
   $sudo systemctl stop nginx >/dev/null 2>&1 || $sudo service nginx stop >/dev/null 2>&1 || true
+  $sudo systemctl stop vsftpd >/dev/null 2>&1 || $sudo service vsftpd stop >/dev/null 2>&1 || true
+fi
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+# The FTP end-to-end tests log in to their own vsftpd as this local account (no home, no
+# login shell on the machine's services: vsftpd's check_shell is off in the test config).
+if id sgftp >/dev/null 2>&1; then
+  $sudo usermod --home /tmp --shell /usr/sbin/nologin sgftp
+else
+  $sudo useradd --no-create-home --home-dir /tmp --shell /usr/sbin/nologin sgftp
+fi
+echo 'sgftp:sgftp-test-pass' | $sudo chpasswd
+# Its own PAM service: password check only (Debian's vsftpd service also wants a login shell).
+if [ ! -f /etc/pam.d/stopgap-ftp-test ]; then
+  printf 'auth required pam_unix.so\naccount required pam_unix.so\nsession required pam_permit.so\n' |
+    $sudo tee /etc/pam.d/stopgap-ftp-test >/dev/null
 fi
 
 echo "== format and lints"
