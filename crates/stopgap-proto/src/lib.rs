@@ -22,3 +22,4 @@
 
 pub mod ftp;
 pub mod http1;
+pub mod smtp;
