@@ -28,11 +28,13 @@ mod edit;
 pub mod ftp;
 mod inspector;
 pub mod replay;
+pub mod smtp;
 
 pub use audit::{AuditEvent, Change};
 pub use command::default_reply_text;
 pub use ftp::FtpInspector;
 pub use inspector::{FlowInspector, FlowMeta, InspectorConfig, Output, Side};
+pub use smtp::SmtpInspector;
 pub use stopgap_patch::PatchSet;
 
 use std::sync::Arc;
@@ -43,6 +45,8 @@ pub enum Session {
     Http(Box<FlowInspector>),
     /// FTP control connection.
     Ftp(Box<FtpInspector>),
+    /// SMTP connection.
+    Smtp(Box<SmtpInspector>),
 }
 
 impl Session {
@@ -51,6 +55,7 @@ impl Session {
         match self {
             Self::Http(i) => i.handle_data(side, data, snapshot),
             Self::Ftp(i) => i.handle_data(side, data, snapshot),
+            Self::Smtp(i) => i.handle_data(side, data, snapshot),
         }
     }
 
@@ -59,6 +64,7 @@ impl Session {
         match self {
             Self::Http(i) => i.handle_eof(side),
             Self::Ftp(i) => i.handle_eof(side),
+            Self::Smtp(i) => i.handle_eof(side),
         }
     }
 
@@ -67,6 +73,7 @@ impl Session {
         match self {
             Self::Http(i) => i.upstream_failed(reason),
             Self::Ftp(i) => i.upstream_failed(reason),
+            Self::Smtp(i) => i.upstream_failed(reason),
         }
     }
 
@@ -75,6 +82,7 @@ impl Session {
         match self {
             Self::Http(i) => i.poll_output(),
             Self::Ftp(i) => i.poll_output(),
+            Self::Smtp(i) => i.poll_output(),
         }
     }
 
@@ -84,6 +92,7 @@ impl Session {
         match self {
             Self::Http(i) => i.requests(),
             Self::Ftp(i) => i.requests(),
+            Self::Smtp(i) => i.requests(),
         }
     }
 
@@ -93,6 +102,7 @@ impl Session {
         match self {
             Self::Http(i) => i.is_idle(),
             Self::Ftp(i) => i.is_idle(),
+            Self::Smtp(i) => i.is_idle(),
         }
     }
 }

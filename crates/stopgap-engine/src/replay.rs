@@ -107,6 +107,110 @@ pub fn replay_ftp(snapshot: &Arc<PatchSet>, client: &[u8], max_line: usize) -> R
     r
 }
 
+/// A stand-in SMTP server: answers commands, reads messages after its 354 up to CRLF.CRLF.
+struct SmtpStandIn {
+    line: Vec<u8>,
+    message: Option<stopgap_proto::smtp::DataReader>,
+    bdat: u64,
+}
+
+impl SmtpStandIn {
+    fn feed(&mut self, mut data: &[u8], replies: &mut Vec<u8>) {
+        while !data.is_empty() {
+            if self.bdat > 0 {
+                let take = usize::try_from(self.bdat)
+                    .unwrap_or(usize::MAX)
+                    .min(data.len());
+                self.bdat -= take as u64;
+                data = &data[take..];
+                if self.bdat == 0 {
+                    replies.extend_from_slice(b"250 2.0.0 chunk ok\r\n");
+                }
+                continue;
+            }
+            if let Some(m) = self.message.as_mut() {
+                let used = m.push(data);
+                data = &data[used..];
+                if m.is_done() {
+                    self.message = None;
+                    replies.extend_from_slice(b"250 2.0.0 Ok: queued\r\n");
+                }
+                continue;
+            }
+            let b = data[0];
+            data = &data[1..];
+            self.line.push(b);
+            if b != b'\n' {
+                continue;
+            }
+            let cmd = stopgap_proto::smtp::Command::parse(&std::mem::take(&mut self.line));
+            replies.extend_from_slice(match cmd.verb.as_str() {
+                "EHLO" => b"250-stand-in\r\n250-PIPELINING\r\n250 CHUNKING\r\n".as_slice(),
+                "DATA" => {
+                    self.message = Some(stopgap_proto::smtp::DataReader::new(0));
+                    b"354 End data with <CR><LF>.<CR><LF>\r\n"
+                }
+                "BDAT" => match stopgap_proto::smtp::parse_bdat(&cmd.arg) {
+                    Some((n, _)) if n > 0 => {
+                        self.bdat = n;
+                        b""
+                    }
+                    _ => b"250 2.0.0 chunk ok\r\n",
+                },
+                "QUIT" => b"221 2.0.0 Bye\r\n",
+                "STARTTLS" => b"454 4.7.0 TLS not available\r\n",
+                "HELO" | "MAIL" | "RCPT" | "RSET" | "NOOP" => b"250 2.0.0 Ok\r\n",
+                _ => b"500 5.5.2 Error: command not recognized\r\n",
+            });
+        }
+    }
+}
+
+/// Replays an SMTP client dialogue against a stand-in server; the client sends its next
+/// bytes only when the gateway has nothing more to say (as a client waiting for replies does).
+#[must_use]
+pub fn replay_smtp(snapshot: &Arc<PatchSet>, client: &[u8]) -> Replay {
+    let meta = FlowMeta {
+        id: 1,
+        client: "127.0.0.1:50000".into(),
+        upstream: "127.0.0.1:25".into(),
+    };
+    let mut insp = crate::SmtpInspector::new(meta, crate::smtp::DEFAULT_DATA_WINDOW);
+    let mut server = SmtpStandIn {
+        line: Vec::new(),
+        message: None,
+        bdat: 0,
+    };
+    let mut r = Replay::default();
+    let mut server_in: Vec<u8> = b"220 stand-in ESMTP\r\n".to_vec();
+    let lines: Vec<&[u8]> = client.split_inclusive(|&b| b == b'\n').collect();
+    let mut next = 0;
+    loop {
+        if !server_in.is_empty() {
+            let data = std::mem::take(&mut server_in);
+            insp.handle_data(Side::Server, &data, snapshot);
+        } else if next < lines.len() && !r.closed {
+            insp.handle_data(Side::Client, lines[next], snapshot);
+            next += 1;
+        } else {
+            break;
+        }
+        while let Some(o) = insp.poll_output() {
+            match o {
+                Output::ToServer(b) => {
+                    r.to_server.extend_from_slice(&b);
+                    server.feed(&b, &mut server_in);
+                }
+                Output::ToClient(b) => r.to_client.extend_from_slice(&b),
+                Output::Close => r.closed = true,
+                Output::Audit(e) => r.events.push(*e),
+                Output::FtpPassive { .. } | Output::FtpActive { .. } => {}
+            }
+        }
+    }
+    r
+}
+
 /// Whether `haystack` contains `needle`.
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
@@ -200,6 +304,7 @@ fn judge_command_vector(
 ) -> Result<String, String> {
     let r = match patch.protocol {
         stopgap_patch::Protocol::Ftp => replay_ftp(snapshot, &vector.request, 1 << 16),
+        stopgap_patch::Protocol::Smtp => replay_smtp(snapshot, &vector.request),
         _ => return Err(format!("no replay for {} vectors", patch.protocol.as_str())),
     };
     let acted: Vec<&AuditEvent> = r

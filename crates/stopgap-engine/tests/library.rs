@@ -137,3 +137,31 @@ fn ftp_corpus_records_meet_their_expectation_with_the_whole_library() {
         );
     }
 }
+
+#[test]
+fn smtp_corpus_records_meet_their_expectation_with_the_whole_library() {
+    let all = library();
+    let records = corpus::records(&root(), "smtp");
+    assert!(!records.is_empty());
+    for r in records {
+        let bytes = r.client_bytes();
+        let out = stopgap_engine::replay::replay_smtp(&all, &bytes);
+        let refused = out.events.iter().any(|e| {
+            (e.event == "patch_match" && e.outcome == "rejected") || e.event == "protocol_violation"
+        });
+        let ok = match r.expect.as_str() {
+            "pass" => out.to_server == bytes && !refused,
+            "neutralize" => refused && out.to_server != bytes,
+            other => panic!("{}: unknown expect {other}", r.id),
+        };
+        assert!(
+            ok,
+            "{} ({}): expect {}, server got {:?}, client got {:?}",
+            r.id,
+            r.kind,
+            r.expect,
+            String::from_utf8_lossy(&out.to_server),
+            String::from_utf8_lossy(&out.to_client)
+        );
+    }
+}

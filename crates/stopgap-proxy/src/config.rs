@@ -28,7 +28,7 @@
 //! name = "web"
 //! listen = "127.0.0.1:8080"
 //! upstream = "127.0.0.1:8081"
-//! protocol = "http"              # or "ftp"
+//! protocol = "http"              # or "ftp", "smtp"
 //! ```
 
 use std::net::SocketAddr;
@@ -117,7 +117,7 @@ impl Default for AdminConfig {
 pub struct ListenerConfig {
     /// Name, for logs.
     pub name: String,
-    /// The protocol spoken (`http` or `ftp`).
+    /// The protocol spoken (`http`, `ftp` or `smtp`).
     pub protocol: Protocol,
     /// Address to accept clients on.
     pub listen: SocketAddr,
@@ -409,12 +409,12 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         let protocol = match &l.protocol {
             None => Protocol::Http,
             Some(p) => match Protocol::parse(p.get_ref()) {
-                Some(proto @ (Protocol::Http | Protocol::Ftp)) => proto,
-                _ => {
+                Some(proto) => proto,
+                None => {
                     err(
                         p.span().start,
                         format!("unsupported protocol `{}`", p.get_ref()),
-                        "a listener speaks `http` or `ftp`",
+                        "a listener speaks `http`, `ftp` or `smtp`",
                     );
                     Protocol::Http
                 }

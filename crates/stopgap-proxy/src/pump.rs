@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 use stopgap_engine::{
-    FlowInspector, FlowMeta, FtpInspector, InspectorConfig, Output, Session, Side,
+    FlowInspector, FlowMeta, FtpInspector, InspectorConfig, Output, Session, Side, SmtpInspector,
 };
 use stopgap_patch::PatchSet;
 use stopgap_patch::Protocol;
@@ -178,7 +178,11 @@ async fn handle_connection(
     };
     let mut insp = match rt.protocol {
         Protocol::Ftp => Session::Ftp(Box::new(FtpInspector::new(meta, settings.ftp_max_line))),
-        _ => Session::Http(Box::new(FlowInspector::new(settings.inspector, meta))),
+        Protocol::Smtp => Session::Smtp(Box::new(SmtpInspector::new(
+            meta,
+            stopgap_engine::smtp::DEFAULT_DATA_WINDOW,
+        ))),
+        Protocol::Http => Session::Http(Box::new(FlowInspector::new(settings.inspector, meta))),
     };
     let mut drain = rt.drain.clone();
     let server = match tokio::time::timeout(

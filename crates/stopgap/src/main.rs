@@ -39,8 +39,8 @@ enum Command {
         /// Quick form: upstream server address.
         #[arg(long)]
         upstream: Option<SocketAddr>,
-        /// Quick form: the protocol spoken, `http` or `ftp`.
-        #[arg(long, default_value = "http", value_parser = ["http", "ftp"])]
+        /// Quick form: the protocol spoken, `http`, `ftp` or `smtp`.
+        #[arg(long, default_value = "http", value_parser = ["http", "ftp", "smtp"])]
         protocol: String,
         /// Patch directory (quick form; overrides the config file's).
         #[arg(long)]
