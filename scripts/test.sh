@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs every check and test of stopgap. Installs the Debian test peers it needs (nginx, curl,
-# vsftpd, lftp) when they are missing, and the local account the FTP tests log in with.
+# vsftpd, lftp, postfix, swaks) when they are missing, and the local account the FTP tests log
+# in with. Every test starts its own private instance of each server on loopback.
 # Usage: scripts/test.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,15 +11,20 @@ missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
 [ -x /usr/sbin/vsftpd ] || missing+=(vsftpd)
 command -v lftp >/dev/null 2>&1 || missing+=(lftp)
+[ -x /usr/sbin/postfix ] || missing+=(postfix)
+command -v swaks >/dev/null 2>&1 || missing+=(swaks)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test peers: ${missing[*]}"
   sudo=""
   [ "$(id -u)" = 0 ] || sudo="sudo"
+  # Postfix without a system configuration: the tests write their own.
+  echo "postfix postfix/main_mailer_type select No configuration" | $sudo debconf-set-selections
   $sudo apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
   # The package starts a system nginx on port 80; the tests start their own.
   $sudo systemctl stop nginx >/dev/null 2>&1 || $sudo service nginx stop >/dev/null 2>&1 || true
   $sudo systemctl stop vsftpd >/dev/null 2>&1 || $sudo service vsftpd stop >/dev/null 2>&1 || true
+  $sudo systemctl stop postfix >/dev/null 2>&1 || $sudo service postfix stop >/dev/null 2>&1 || true
 fi
 sudo=""
 [ "$(id -u)" = 0 ] || sudo="sudo"
