@@ -14,6 +14,11 @@
 //!   records what would have happened and changes nothing;
 //! - refuses every framing ambiguity with the status a safe front end answers, then closes.
 //!
+//! - FTP ([`FtpInspector`]) and SMTP ([`SmtpInspector`]): commands evaluated against the
+//!   protocol's patches, refusals answered as the patched server would, in order, with the
+//!   session kept; FTP data connections handed to the proxy; SMTP messages read strictly and
+//!   checked before the server sees them. [`Session`] drives any of the three.
+//!
 //! What it does not do: I/O, timers, clocks (the proxy stamps events), or asset targeting.
 //! Untouched messages leave as the exact bytes that arrived: heads and bodies are forwarded as
 //! zero-copy slices of the receive buffer.

@@ -9,6 +9,10 @@
 //!   and body decoders (`Content-Length`, `chunked` with extensions and trailers, close-delimited).
 //!   Strict by default: every ambiguity that a front end and a back end could read differently is
 //!   an error with the status a safe front end answers.
+//! - [`ftp`]: FTP control connections: command lines (over-long ones reported and discarded as
+//!   they stream), multi-line replies, the address forms of `PORT`/`EPRT`/`227`/`229`.
+//! - [`smtp`]: SMTP commands and replies (the same line grammar), and the `DATA` reader that
+//!   ends a message exactly at `CRLF . CRLF` and reports bare LF / bare CR.
 //!
 //! What it deliberately does not do:
 //! - re-serialise messages: heads carry byte ranges into the bytes received, so callers forward

@@ -484,6 +484,19 @@ mod tests {
     }
 
     #[test]
+    fn listener_protocols() {
+        let tmp = std::env::temp_dir();
+        let src = "[patches]\ndir = \".\"\n[limits]\nftp_max_command_line = 1024\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\nprotocol = \"ftp\"\n[[listener]]\nlisten = \"127.0.0.1:3\"\nupstream = \"127.0.0.1:4\"\nprotocol = \"smtp\"\n";
+        let c = parse(&tmp.join("gw.toml"), src).unwrap();
+        assert_eq!(c.listeners[0].protocol, Protocol::Ftp);
+        assert_eq!(c.listeners[1].protocol, Protocol::Smtp);
+        assert_eq!(c.ftp_max_line, 1024);
+        let e = parse(&tmp.join("gw.toml"), &src.replace("\"smtp\"", "\"gopher\"")).unwrap_err();
+        assert_eq!(e.0[0].line, 12, "{e}");
+        assert!(e.0[0].message.contains("unsupported protocol `gopher`"));
+    }
+
+    #[test]
     fn admin_and_state_sections() {
         let src = "[patches]\ndir = \".\"\n[admin]\nlisten = \"off\"\n[[admin.token]]\nname = \"ops\"\nfile = \"ops.token\"\n[state]\ndir = \"st\"\n[[listener]]\nlisten = \"127.0.0.1:1\"\nupstream = \"127.0.0.1:2\"\n";
         let tmp = std::env::temp_dir();

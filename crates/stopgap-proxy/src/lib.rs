@@ -9,6 +9,9 @@
 //! - writes audit events as JSON lines from a dedicated task ([`audit::AuditLog`]);
 //! - loads and validates `stopgap.toml` ([`config`]), reporting every problem located.
 //!
+//! - relays FTP data connections through one-shot listeners ([`ftp_data`]);
+//! - counts everything into [`metrics::Metrics`].
+//!
 //! What it does not do: parse protocols (the engine and codecs do), TLS, or the admin API.
 //!
 //! Back-pressure: a connection reads from one side only after everything the engine produced
