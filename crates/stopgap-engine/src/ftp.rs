@@ -53,6 +53,9 @@ pub struct FtpInspector {
     closed: bool,
     commands_seen: u64,
     upstream_down: bool,
+    /// Commands read while an earlier one awaits its reply: a command is judged with the
+    /// session state the server will have when it runs it (after the earlier replies).
+    waiting: VecDeque<CommandEvent>,
 }
 
 fn ip_of(addr: &str) -> Option<IpAddr> {
@@ -77,6 +80,7 @@ impl FtpInspector {
             closed: false,
             commands_seen: 0,
             upstream_down: false,
+            waiting: VecDeque::new(),
         }
     }
 
@@ -100,7 +104,10 @@ impl FtpInspector {
     /// Whether no command is in flight.
     #[must_use]
     pub fn is_idle(&self) -> bool {
-        self.pending.is_empty() && self.commands.pending() == 0 && self.out.is_empty()
+        self.pending.is_empty()
+            && self.waiting.is_empty()
+            && self.commands.pending() == 0
+            && self.out.is_empty()
     }
 
     /// The upstream cannot be reached: the client gets `421` and the connection closes.
@@ -134,15 +141,15 @@ impl FtpInspector {
             Side::Client => {
                 let mut events = Vec::new();
                 self.commands.push(data, &mut events);
-                for ev in events {
-                    self.on_command(ev, snapshot);
-                }
+                self.waiting.extend(events);
+                self.run_waiting(snapshot);
             }
             Side::Server => {
                 let mut replies = Vec::new();
                 let result = self.replies.push(data, &mut replies);
                 for r in replies {
                     self.on_reply(r);
+                    self.run_waiting(snapshot);
                 }
                 if let Err(e) = result {
                     let mut ev = self.base_event(event::UPSTREAM_ERROR, None);
@@ -216,6 +223,24 @@ impl FtpInspector {
         e.status = Some(500);
         e.detail = Some(detail);
         self.out.push_back(Output::Audit(Box::new(e)));
+    }
+
+    /// Runs the commands read so far, one at a time: a command waits while an earlier one
+    /// awaits its final reply.
+    fn run_waiting(&mut self, snapshot: &Arc<PatchSet>) {
+        while !self.closed && !self.opaque {
+            let busy = self
+                .pending
+                .iter()
+                .any(|p| matches!(p, Pending::Forwarded { .. } | Pending::Greeting));
+            if busy {
+                return;
+            }
+            let Some(ev) = self.waiting.pop_front() else {
+                return;
+            };
+            self.on_command(ev, snapshot);
+        }
     }
 
     fn on_command(&mut self, ev: CommandEvent, snapshot: &Arc<PatchSet>) {
@@ -459,6 +484,22 @@ mod tests {
         h.client(b"SITE CPFR /home/alice/a\r\n");
         assert!(h.to_server.ends_with(b"SITE CPFR /home/alice/a\r\n"));
         assert_eq!(h.events.len(), 1, "no new event");
+    }
+
+    #[test]
+    fn pipelined_commands_are_judged_with_the_state_the_server_will_have() {
+        let mut h = H::new(vec![mod_copy()]);
+        h.server(b"220 ProFTPD\r\n");
+        h.client(b"USER alice\r\nPASS pw\r\nSITE CPFR /home/alice/a\r\n");
+        assert_eq!(h.to_server, b"USER alice\r\n", "one command at a time");
+        h.server(b"331 Password required\r\n");
+        assert_eq!(h.to_server, b"USER alice\r\nPASS pw\r\n");
+        h.server(b"230 logged in\r\n");
+        assert!(
+            h.to_server.ends_with(b"SITE CPFR /home/alice/a\r\n"),
+            "after the 230 the copy is the module's intended use"
+        );
+        assert!(h.events.is_empty());
     }
 
     #[test]

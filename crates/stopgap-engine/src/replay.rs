@@ -41,7 +41,8 @@ pub fn replay(snapshot: &Arc<PatchSet>, client: &[u8], piece: Option<usize>) -> 
 }
 
 /// A stand-in FTP server's answer to one command: enough for a session to go on.
-fn ftp_answer(command: &[u8]) -> &'static [u8] {
+#[must_use]
+pub fn ftp_answer(command: &[u8]) -> &'static [u8] {
     let verb = stopgap_proto::ftp::Command::parse(command).verb;
     match verb.as_str() {
         "USER" => b"331 Please specify the password.\r\n",
@@ -108,14 +109,19 @@ pub fn replay_ftp(snapshot: &Arc<PatchSet>, client: &[u8], max_line: usize) -> R
 }
 
 /// A stand-in SMTP server: answers commands, reads messages after its 354 up to CRLF.CRLF.
-struct SmtpStandIn {
+#[derive(Debug, Default)]
+pub struct SmtpStandIn {
     line: Vec<u8>,
     message: Option<stopgap_proto::smtp::DataReader>,
     bdat: u64,
 }
 
 impl SmtpStandIn {
-    fn feed(&mut self, mut data: &[u8], replies: &mut Vec<u8>) {
+    /// Its greeting.
+    pub const GREETING: &'static [u8] = b"220 stand-in ESMTP\r\n";
+
+    /// Feeds what the server receives; its replies are appended to `replies`.
+    pub fn feed(&mut self, mut data: &[u8], replies: &mut Vec<u8>) {
         while !data.is_empty() {
             if self.bdat > 0 {
                 let take = usize::try_from(self.bdat)
@@ -176,13 +182,9 @@ pub fn replay_smtp(snapshot: &Arc<PatchSet>, client: &[u8]) -> Replay {
         upstream: "127.0.0.1:25".into(),
     };
     let mut insp = crate::SmtpInspector::new(meta, crate::smtp::DEFAULT_DATA_WINDOW);
-    let mut server = SmtpStandIn {
-        line: Vec::new(),
-        message: None,
-        bdat: 0,
-    };
+    let mut server = SmtpStandIn::default();
     let mut r = Replay::default();
-    let mut server_in: Vec<u8> = b"220 stand-in ESMTP\r\n".to_vec();
+    let mut server_in: Vec<u8> = SmtpStandIn::GREETING.to_vec();
     let lines: Vec<&[u8]> = client.split_inclusive(|&b| b == b'\n').collect();
     let mut next = 0;
     loop {

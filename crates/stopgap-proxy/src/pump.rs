@@ -220,6 +220,7 @@ async fn handle_connection(
     let mut cbuf = vec![0u8; READ_BUFFER];
     let mut sbuf = vec![0u8; READ_BUFFER];
     let mut client_open = true;
+    let mut shutdown_server_when_idle = false;
     loop {
         let server_open = server_r.is_some();
         if !client_open && !server_open {
@@ -237,8 +238,15 @@ async fn handle_connection(
                     Ok(0) | Err(_) => {
                         client_open = false;
                         insp.handle_eof(Side::Client);
-                        if let Some(w) = server_w.as_mut() {
-                            let _ = w.shutdown().await;
+                        // HTTP: every complete request has been forwarded; pass the end on.
+                        // FTP/SMTP: the gateway may still owe the server a queued command or
+                        // a held message; the server learns of the end once it has them.
+                        if rt.protocol == Protocol::Http {
+                            if let Some(w) = server_w.as_mut() {
+                                let _ = w.shutdown().await;
+                            }
+                        } else {
+                            shutdown_server_when_idle = true;
                         }
                     }
                     Ok(n) => {
@@ -347,6 +355,12 @@ async fn handle_connection(
                     }
                     return Ok(());
                 }
+            }
+        }
+        if shutdown_server_when_idle && insp.is_idle() {
+            shutdown_server_when_idle = false;
+            if let Some(w) = server_w.as_mut() {
+                let _ = w.shutdown().await;
             }
         }
     }

@@ -664,3 +664,145 @@ fn patch_test_replays_vectors_and_fails_on_a_bad_one() {
         "{fail}"
     );
 }
+
+/// A stand-in FTP or SMTP upstream that records every byte it receives per connection and
+/// answers like a server of its protocol (stopgap_engine::replay's stand-ins, over TCP). It
+/// closes when the gateway closes its side.
+fn line_upstream(smtp: bool) -> (u16, Arc<Mutex<Vec<Vec<u8>>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let conns: Arc<Mutex<Vec<Vec<u8>>>> = Arc::default();
+    let c = conns.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let idx = {
+                    let mut all = c.lock().unwrap();
+                    all.push(Vec::new());
+                    all.len() - 1
+                };
+                let mut smtp_server = stopgap_engine::replay::SmtpStandIn::default();
+                let greeting: &[u8] = if smtp {
+                    stopgap_engine::replay::SmtpStandIn::GREETING
+                } else {
+                    b"220 stand-in FTP server ready.\r\n"
+                };
+                if s.write_all(greeting).is_err() {
+                    return;
+                }
+                let mut line = Vec::new();
+                let mut chunk = [0u8; 16384];
+                loop {
+                    let n = match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => n,
+                    };
+                    c.lock().unwrap()[idx].extend_from_slice(&chunk[..n]);
+                    let mut replies = Vec::new();
+                    if smtp {
+                        smtp_server.feed(&chunk[..n], &mut replies);
+                    } else {
+                        for &b in &chunk[..n] {
+                            line.push(b);
+                            if b == b'\n' {
+                                replies
+                                    .extend_from_slice(stopgap_engine::replay::ftp_answer(&line));
+                                line.clear();
+                            }
+                        }
+                    }
+                    if s.write_all(&replies).is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (port, conns)
+}
+
+#[test]
+fn ftp_and_smtp_corpus_through_the_real_gateway() {
+    let mut table = std::collections::BTreeMap::<String, (u32, u32)>::new();
+    let mut failures = Vec::new();
+    for (protocol, smtp) in [("ftp", false), ("smtp", true)] {
+        let (up, conns) = line_upstream(smtp);
+        let dir = TempDir::new(protocol);
+        let port = free_port();
+        let audit = dir.0.join("audit.jsonl");
+        let mut child = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+            .args(["serve", "--protocol", protocol])
+            .args(["--listen", &format!("127.0.0.1:{port}")])
+            .args(["--upstream", &format!("127.0.0.1:{up}")])
+            .arg("--patches")
+            .arg(library())
+            .args(["--admin", "off", "--state-dir"])
+            .arg(dir.0.join("state"))
+            .arg("--audit-log")
+            .arg(&audit)
+            .env("STOPGAP_LOG", "warn")
+            .spawn()
+            .unwrap();
+        wait_for_port(port, &mut child, "stopgap");
+        let _gw = Proc(child);
+        for r in corpus::records(&repo(), protocol) {
+            let bytes = r.client_bytes();
+            let before_conns = conns.lock().unwrap().len();
+            let events_before = std::fs::read_to_string(&audit)
+                .unwrap_or_default()
+                .lines()
+                .count();
+            // The whole client side at once (pipelined), then end of input: the gateway
+            // answers every command in order and closes when the server has.
+            let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+            s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+            s.write_all(&bytes).unwrap();
+            s.shutdown(std::net::Shutdown::Write).unwrap();
+            let mut replies = Vec::new();
+            let _ = s.read_to_end(&mut replies);
+            std::thread::sleep(Duration::from_millis(200));
+            let seen = conns
+                .lock()
+                .unwrap()
+                .get(before_conns)
+                .cloned()
+                .unwrap_or_default();
+            let events: Vec<serde_json::Value> = std::fs::read_to_string(&audit)
+                .unwrap_or_default()
+                .lines()
+                .skip(events_before)
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect();
+            let refused = events.iter().any(|e| {
+                (e["event"] == "patch_match" && e["outcome"] == "rejected")
+                    || e["event"] == "protocol_violation"
+            });
+            let ok = match r.expect.as_str() {
+                "pass" => seen == bytes && !refused,
+                "neutralize" => refused && seen != bytes,
+                other => panic!("unknown expect {other}"),
+            };
+            let entry = table
+                .entry(format!("{protocol} {} / {}", r.kind, r.expect))
+                .or_default();
+            entry.1 += 1;
+            entry.0 += u32::from(ok);
+            if !ok {
+                failures.push(format!(
+                    "{}: expect {}, upstream saw {:?}, client got {:?}",
+                    r.id,
+                    r.expect,
+                    String::from_utf8_lossy(&seen),
+                    String::from_utf8_lossy(&replies)
+                ));
+            }
+        }
+    }
+    println!("{:<28} {:>9}", "protocol kind / expect", "score");
+    for (kind, (ok, total)) in &table {
+        println!("{kind:<28} {:>9}", format!("{ok}/{total}"));
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
