@@ -503,6 +503,22 @@ mod tests {
     }
 
     #[test]
+    fn truncate_cuts_the_argument_and_records_the_change() {
+        let src = "id = \"SG-2099-0002\"\ntitle = \"t\"\ncve = [\"CVE-2099-0002\"]\nseverity = \"low\"\nprotocol = \"ftp\"\n[applies]\nproduct = \"a:b\"\nversions = \"*\"\n[rule]\nwhen = 'ftp.command == \"MKD\" and len(ftp.arg) > 8'\naction = \"truncate\"\ntarget = 'ftp.arg'\nmax_len = 8\n";
+        let p =
+            parse_patch(std::path::Path::new("p.toml"), src).unwrap_or_else(|e| panic!("{}", e[0]));
+        let mut h = H::new(vec![p]);
+        h.server(b"220 ready\r\n").client(b"MKD abcdefghijkl\r\n");
+        assert_eq!(h.to_server, b"MKD abcdefgh\r\n");
+        let change = h.events[0].change.as_ref().unwrap();
+        assert_eq!(
+            (change.before.as_str(), change.after.as_str()),
+            ("abcdefghijkl", "abcdefgh")
+        );
+        assert_eq!(h.events[0].outcome, "truncated");
+    }
+
+    #[test]
     fn over_long_lines_and_bounce_are_refused_and_the_session_goes_on() {
         let mut h = H::new(Vec::new());
         h.server(b"220 ready\r\n");
