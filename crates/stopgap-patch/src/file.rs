@@ -199,6 +199,9 @@ pub struct Patch {
     pub product: String,
     /// Affected versions, as the vendor states them.
     pub versions: String,
+    /// The affected versions as a range (`[applies] range`, else `versions` when it parses);
+    /// `None`: every version of the product.
+    pub range: Option<crate::version::Range>,
     /// First fixed version or vendor bulletin.
     pub fixed_in: Option<String>,
     /// The condition.
@@ -241,6 +244,7 @@ struct RawPatch {
 struct RawApplies {
     product: Spanned<String>,
     versions: String,
+    range: Option<Spanned<String>>,
     fixed_in: Option<String>,
 }
 
@@ -402,6 +406,20 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
         );
     }
 
+    let range = match &raw.applies.range {
+        Some(r) => match crate::version::Range::parse(r.get_ref()) {
+            Ok(range) => Some(range),
+            Err(e) => {
+                cx.err(
+                    cx.string_content_start(r.span()),
+                    format!("range: {e}"),
+                    "range = \">=2.4.49, <=2.4.50\" or \"7.0.0 - 7.0.81, 8.x < 8.5.23\"",
+                );
+                None
+            }
+        },
+        None => crate::version::Range::parse(&raw.applies.versions).ok(),
+    };
     let when = cx.expression(&raw.rule.when);
     let (phase, needs_body) = match &when {
         Some(w) => classify(&mut cx, w, &raw.rule.when, protocol),
@@ -455,6 +473,7 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
             .collect(),
         product: raw.applies.product.into_inner(),
         versions: raw.applies.versions,
+        range,
         fixed_in: raw.applies.fixed_in,
         when: when.unwrap_or(Expr::Const(false)),
         when_source: raw.rule.when.into_inner(),

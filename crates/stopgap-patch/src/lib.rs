@@ -22,6 +22,7 @@ pub mod expr;
 mod file;
 pub mod prefilter;
 mod set;
+pub mod version;
 
 pub use diag::{Diagnostic, Diagnostics};
 pub use file::{

@@ -257,3 +257,26 @@ fn a_patch_reads_only_its_own_protocol() {
         matches!(p.action, crate::Action::Reject { status: 550, message: Some(ref m) } if m == "No.")
     );
 }
+
+#[test]
+fn shipped_patches_have_machine_readable_ranges_where_the_vendor_gives_one() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../patches");
+    let patches = crate::load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
+    let without: Vec<&str> = patches
+        .iter()
+        .filter(|p| p.range.is_none())
+        .map(|p| p.id.as_str())
+        .collect();
+    // Vendors that number fixes by build or cumulative update rather than by version.
+    assert_eq!(
+        without,
+        [
+            "SG-2021-21972",
+            "SG-2021-26855",
+            "SG-2021-34473",
+            "SG-2023-46805",
+            "SG-2024-21887"
+        ],
+        "patches without a parsed range apply to every version of their product"
+    );
+}
