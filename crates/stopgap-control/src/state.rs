@@ -45,7 +45,7 @@ impl PatchState {
     pub fn from_mode(mode: Mode) -> Self {
         match mode {
             Mode::Enforce => Self::Applied,
-            Mode::Monitor => Self::Monitor,
+            Mode::Monitor | Mode::AssetSkipped | Mode::AssetRetired => Self::Monitor,
         }
     }
 

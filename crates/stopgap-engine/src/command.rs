@@ -2,7 +2,7 @@
 //! command, and the reply texts of refusals.
 
 use stopgap_patch::expr::CommandView;
-use stopgap_patch::{Action, Applied, Mode, Target};
+use stopgap_patch::{Action, Applied, Target};
 
 use crate::audit::{event, excerpt, AuditEvent, Change};
 
@@ -59,8 +59,8 @@ pub(crate) fn evaluate(
         e.mode = Some(applied.mode.as_str());
         e.field = Some(evidence.field.clone());
         e.excerpt = Some(excerpt(&evidence.value));
-        if applied.mode == Mode::Monitor {
-            e.outcome = format!("would_{}", patch.action.name());
+        if let Some(outcome) = applied.mode.observed_outcome(patch.action.name()) {
+            e.outcome = outcome;
         } else if v.reject.is_some() || v.reset {
             e.outcome = "also_matched".into();
         } else {

@@ -524,8 +524,8 @@ impl FlowInspector {
     ) {
         let patch = &applied.patch;
         let mut e = self.match_event(patch, applied.mode, head, evidence);
-        if applied.mode == Mode::Monitor {
-            e.outcome = format!("would_{}", patch.action.name());
+        if let Some(outcome) = applied.mode.observed_outcome(patch.action.name()) {
+            e.outcome = outcome;
             self.out.push_back(Output::Audit(Box::new(e)));
             return;
         }
@@ -1039,8 +1039,8 @@ impl FlowInspector {
             };
             let mut e = self.match_event(&applied.patch, applied.mode, &req, &evidence);
             e.request = request_no;
-            if applied.mode == Mode::Monitor {
-                e.outcome = format!("would_{}", applied.patch.action.name());
+            if let Some(outcome) = applied.mode.observed_outcome(applied.patch.action.name()) {
+                e.outcome = outcome;
             } else if rejected.is_some() {
                 e.outcome = "also_matched".into();
             } else {

@@ -43,6 +43,12 @@ pub enum Mode {
     Enforce,
     /// Log what would have happened; change nothing.
     Monitor,
+    /// Not for this flow's server (another product, or an unknown one under the `skip`
+    /// policy): evaluated and logged as `skipped_asset`, nothing changed.
+    AssetSkipped,
+    /// Retired for this flow's server (it runs a fixed version): evaluated and logged as
+    /// `skipped_retired`, nothing changed.
+    AssetRetired,
 }
 
 impl Mode {
@@ -52,6 +58,20 @@ impl Mode {
         match self {
             Self::Enforce => "enforce",
             Self::Monitor => "monitor",
+            Self::AssetSkipped => "skipped_asset",
+            Self::AssetRetired => "retired",
+        }
+    }
+
+    /// The audit outcome of a match in a mode that changes nothing (`would_reject`,
+    /// `skipped_asset`, `skipped_retired`); `None` in enforce mode.
+    #[must_use]
+    pub fn observed_outcome(self, action: &str) -> Option<String> {
+        match self {
+            Self::Enforce => None,
+            Self::Monitor => Some(format!("would_{action}")),
+            Self::AssetSkipped => Some("skipped_asset".into()),
+            Self::AssetRetired => Some("skipped_retired".into()),
         }
     }
 }

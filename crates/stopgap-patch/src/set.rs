@@ -135,4 +135,13 @@ impl PatchSet {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
+
+    /// Every applied patch, of every protocol and phase.
+    pub fn all(&self) -> impl Iterator<Item = &Applied> {
+        self.request
+            .iter()
+            .chain(&self.response)
+            .chain(&self.ftp)
+            .chain(&self.smtp)
+    }
 }
