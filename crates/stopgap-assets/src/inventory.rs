@@ -7,7 +7,7 @@
 //! address = "10.0.0.5:8080"         # or cidr = "10.0.0.0/24"
 //! product = "apache:http_server"
 //! version = "2.4.49"                # optional
-//! pin = ["SG-2021-41773"]           # optional: applied whatever the facts say
+//! pin = ["SG-2021-41773"]           # optional: applied whatever the facts say ("*": all)
 //! ```
 
 use std::net::{IpAddr, SocketAddr};
@@ -66,7 +66,7 @@ pub struct InventoryEntry {
     pub product: String,
     /// Version, when stated.
     pub version: Option<String>,
-    /// Patches applied regardless.
+    /// Patches applied regardless (`*`: every patch).
     pub pin: Vec<String>,
     /// The file it comes from.
     pub file: String,

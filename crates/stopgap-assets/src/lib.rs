@@ -249,7 +249,8 @@ impl Assets {
         let entry = inner.inventory.entry_for(server);
         base.all()
             .map(|a| {
-                let pinned = entry.is_some_and(|e| e.pin.iter().any(|p| p == &a.patch.id));
+                let pinned =
+                    entry.is_some_and(|e| e.pin.iter().any(|p| p == &a.patch.id || p == "*"));
                 (
                     a.clone(),
                     decide(

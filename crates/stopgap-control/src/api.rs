@@ -31,6 +31,8 @@ pub const MAX_AUDIT_LIMIT: usize = stopgap_proxy::audit::RECENT;
 pub struct AdminApi {
     /// The patch lifecycle.
     pub controller: Arc<Controller>,
+    /// What each upstream runs.
+    pub assets: Arc<stopgap_assets::Assets>,
     /// Accepted tokens.
     pub tokens: Vec<Token>,
     /// Whether read-only calls need no token (the API listens on loopback).
@@ -85,6 +87,7 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/patches/{id}", get(one).post(change))
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit))
+        .route("/v1/assets", get(assets))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(api)
@@ -292,6 +295,22 @@ async fn audit(
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     Ok(Json(json!({ "events": events })))
+}
+
+async fn assets(
+    State(api): State<Shared>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult {
+    api.authorize(&headers, remote, &method, &uri, false)
+        .await?;
+    let base = api.controller.snapshot().load_full();
+    let report = api.assets.report(&base);
+    Ok(Json(
+        json!({ "generation": base.generation, "assets": report }),
+    ))
 }
 
 async fn metrics(

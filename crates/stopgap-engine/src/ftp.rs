@@ -340,6 +340,11 @@ impl FtpInspector {
                 if !reply.is_preliminary() {
                     self.pending.pop_front();
                 }
+                let first = reply.raw.split(|&b| b == b'\n').next().unwrap_or_default();
+                self.out.push_back(Output::Banner(
+                    stopgap_assets::BannerKind::FtpGreeting,
+                    String::from_utf8_lossy(first).trim_end().to_string(),
+                ));
                 self.out.push_back(Output::ToClient(raw));
                 self.flush_locals();
                 return;
@@ -434,6 +439,7 @@ mod tests {
                     Output::ToServer(b) => self.to_server.extend_from_slice(&b),
                     Output::ToClient(b) => self.to_client.extend_from_slice(&b),
                     Output::Audit(e) => self.events.push(*e),
+                    Output::Banner(..) => {}
                     other => self.outputs.push(other),
                 }
             }

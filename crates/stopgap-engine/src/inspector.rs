@@ -2,7 +2,9 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+
 use std::sync::Arc;
+use stopgap_assets::BannerKind;
 
 use bytes::{Bytes, BytesMut};
 use stopgap_patch::expr::{Evidence, HttpView};
@@ -36,6 +38,8 @@ pub enum Output {
     Audit(Box<AuditEvent>),
     /// Flush everything emitted before, then close both connections.
     Close,
+    /// The server described itself (a `Server` header, a greeting): for asset awareness.
+    Banner(BannerKind, String),
     /// FTP: the server opened a passive data port at `server`. Listen for the client, relay
     /// its data connection to `server`, and send the client a `227` (or `229` when
     /// `extended`) reply naming the gateway's listener.
@@ -180,6 +184,7 @@ pub struct FlowInspector {
     upstream_down: Option<String>,
     hits: Vec<bool>,
     sent_continue: bool,
+    banners: Vec<(BannerKind, String)>,
 }
 
 impl FlowInspector {
@@ -199,6 +204,7 @@ impl FlowInspector {
             upstream_down: None,
             hits: Vec::new(),
             sent_continue: false,
+            banners: Vec::new(),
         }
     }
 
@@ -1004,8 +1010,32 @@ impl FlowInspector {
         self.flush_locals();
     }
 
+    /// Reports the server's self-description headers, once per value per connection.
+    fn note_banners(&mut self, head: &ResponseHead) {
+        for (kind, name) in [
+            (BannerKind::HttpServer, "server"),
+            (BannerKind::HttpPoweredBy, "x-powered-by"),
+            (BannerKind::HttpAspNet, "x-aspnet-version"),
+        ] {
+            let Some(value) = head.header_values(name).next() else {
+                continue;
+            };
+            let text = String::from_utf8_lossy(value).into_owned();
+            if let Some(seen) = self.banners.iter_mut().find(|(k, _)| *k == kind) {
+                if seen.1 == text {
+                    continue;
+                }
+                seen.1.clone_from(&text);
+            } else {
+                self.banners.push((kind, text.clone()));
+            }
+            self.out.push_back(Output::Banner(kind, text));
+        }
+    }
+
     /// Applies response-phase patches; returns whether the body is forwarded.
     fn on_response_head(&mut self, head: &ResponseHead, raw: Bytes) -> bool {
+        self.note_banners(head);
         let request = match self.pending.front_mut() {
             Some(Pending::Upstream {
                 request,

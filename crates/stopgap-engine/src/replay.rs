@@ -33,7 +33,7 @@ pub fn replay(snapshot: &Arc<PatchSet>, client: &[u8], piece: Option<usize>) -> 
                 Output::ToClient(b) => r.to_client.extend_from_slice(&b),
                 Output::Close => r.closed = true,
                 Output::Audit(e) => r.events.push(*e),
-                Output::FtpPassive { .. } | Output::FtpActive { .. } => {}
+                Output::FtpPassive { .. } | Output::FtpActive { .. } | Output::Banner(..) => {}
             }
         }
     }
@@ -92,6 +92,7 @@ pub fn replay_ftp(snapshot: &Arc<PatchSet>, client: &[u8], max_line: usize) -> R
                 Output::ToClient(b) => r.to_client.extend_from_slice(&b),
                 Output::Close => r.closed = true,
                 Output::Audit(e) => r.events.push(*e),
+                Output::Banner(..) => {}
                 Output::FtpPassive { server, .. } => {
                     r.to_client.extend_from_slice(
                         format!("227 (gateway listener for {server})\r\n").as_bytes(),
@@ -206,7 +207,7 @@ pub fn replay_smtp(snapshot: &Arc<PatchSet>, client: &[u8]) -> Replay {
                 Output::ToClient(b) => r.to_client.extend_from_slice(&b),
                 Output::Close => r.closed = true,
                 Output::Audit(e) => r.events.push(*e),
-                Output::FtpPassive { .. } | Output::FtpActive { .. } => {}
+                Output::FtpPassive { .. } | Output::FtpActive { .. } | Output::Banner(..) => {}
             }
         }
     }

@@ -628,7 +628,15 @@ impl SmtpInspector {
             return;
         };
         match front {
-            Pending::Greeting | Pending::MessageEnd => self.out.push_back(Output::ToClient(raw)),
+            Pending::Greeting => {
+                let first = reply.raw.split(|&b| b == b'\n').next().unwrap_or_default();
+                self.out.push_back(Output::Banner(
+                    stopgap_assets::BannerKind::SmtpGreeting,
+                    String::from_utf8_lossy(first).trim_end().to_string(),
+                ));
+                self.out.push_back(Output::ToClient(raw));
+            }
+            Pending::MessageEnd => self.out.push_back(Output::ToClient(raw)),
             Pending::Swallow => {}
             Pending::Local(b) => {
                 // A server reply cannot be owed behind a local one; keep order anyway.
@@ -726,6 +734,7 @@ mod tests {
                     Output::ToClient(b) => self.to_client.extend_from_slice(&b),
                     Output::Audit(e) => self.events.push(*e),
                     Output::Close => self.closed = true,
+                    Output::Banner(..) => {}
                     other => panic!("{other:?}"),
                 }
             }

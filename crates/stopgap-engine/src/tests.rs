@@ -46,6 +46,7 @@ impl Harness {
                 Output::FtpPassive { .. } | Output::FtpActive { .. } => {
                     panic!("an HTTP flow has no FTP data connections")
                 }
+                Output::Banner(..) => {}
             }
         }
     }

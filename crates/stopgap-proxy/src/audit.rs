@@ -43,6 +43,8 @@ pub mod control_event {
     pub const ADMIN_UNAUTHORIZED: &str = "admin_unauthorized";
     /// The gateway started or stopped.
     pub const LIFECYCLE: &str = "lifecycle";
+    /// A patch was retired for a server (its fixed version was observed) or re-engaged.
+    pub const ASSET: &str = "asset";
 }
 
 /// One control-plane event: who changed what, from which state to which, and the result.

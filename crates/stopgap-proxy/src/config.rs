@@ -21,6 +21,9 @@
 //! name = "ops"                   #   <state dir>/admin.token, created on first start
 //! file = "ops.token"             # relative to this file; created (0600) when missing
 //!
+//! [assets]                       # optional: the asset inventory (docs/assets.md)
+//! file = "assets.toml"
+//!
 //! [state]                        # optional
 //! dir = "/var/lib/stopgap"       # patch states, default token, lock (default: see below)
 //!
@@ -146,6 +149,8 @@ pub struct GatewayConfig {
     pub admin: AdminConfig,
     /// State directory (`None`: [`default_state_dir`]).
     pub state_dir: Option<PathBuf>,
+    /// The asset inventory (`assets.toml`), if any.
+    pub assets_file: Option<PathBuf>,
 }
 
 impl GatewayConfig {
@@ -167,6 +172,7 @@ impl GatewayConfig {
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin: AdminConfig::default(),
             state_dir: None,
+            assets_file: None,
         }
     }
 
@@ -189,6 +195,8 @@ struct RawConfig {
     admin: Option<RawAdmin>,
     #[serde(default)]
     state: Option<RawState>,
+    #[serde(default)]
+    assets: Option<RawAssets>,
     listener: Vec<RawListener>,
 }
 
@@ -211,6 +219,12 @@ struct RawToken {
 #[serde(deny_unknown_fields)]
 struct RawState {
     dir: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAssets {
+    file: Spanned<String>,
 }
 
 #[derive(Deserialize)]
@@ -385,6 +399,17 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         }
     }
     let state_dir = raw.state.map(|s| base.join(s.dir));
+    let assets_file = raw.assets.map(|a| {
+        let f = base.join(a.file.get_ref());
+        if !f.is_file() {
+            err(
+                a.file.span().start,
+                format!("asset inventory `{}` does not exist", f.display()),
+                "file is relative to the configuration file; see docs/assets.md",
+            );
+        }
+        f
+    });
     inspector.limits = limits;
     let mut listeners = Vec::new();
     if raw.listener.is_empty() {
@@ -442,6 +467,7 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         shutdown_timeout,
         admin,
         state_dir,
+        assets_file,
     })
 }
 

@@ -18,6 +18,7 @@ use tokio::sync::watch;
 
 use crate::audit::AuditLog;
 use crate::metrics::ListenerMetrics;
+use crate::ControlEvent;
 
 /// Size of each per-connection read buffer.
 pub const READ_BUFFER: usize = 16 * 1024;
@@ -105,6 +106,8 @@ pub struct ListenerRuntime {
     pub settings: Arc<ArcSwap<ListenerSettings>>,
     /// The current patch snapshot.
     pub patches: Arc<ArcSwap<PatchSet>>,
+    /// What each upstream runs: narrows the snapshot per server.
+    pub assets: Arc<stopgap_assets::Assets>,
     /// The audit log.
     pub audit: AuditLog,
     /// This listener's metrics.
@@ -253,7 +256,7 @@ async fn handle_connection(
                         let read_at = Instant::now();
                         rt.metrics.bytes_from_client.inc_by(n as u64);
                         let before = insp.requests();
-                        let snapshot = rt.patches.load_full();
+                        let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full());
                         insp.handle_data(Side::Client, &cbuf[..n], &snapshot);
                         let new_requests = insp.requests() - before;
                         if new_requests > 0 {
@@ -271,7 +274,7 @@ async fn handle_connection(
                     }
                     Ok(n) => {
                         rt.metrics.bytes_from_server.inc_by(n as u64);
-                        let snapshot = rt.patches.load_full();
+                        let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full());
                         insp.handle_data(Side::Server, &sbuf[..n], &snapshot);
                     }
                 }
@@ -289,6 +292,25 @@ async fn handle_connection(
                 }
                 Output::ToClient(bytes) => client_w.write_all(&bytes).await?,
                 Output::Audit(event) => rt.audit.record(*event),
+                Output::Banner(kind, text) => {
+                    let base = rt.patches.load_full();
+                    for t in rt.assets.observe(settings.upstream, kind, &text, &base) {
+                        let event = ControlEvent {
+                            event: crate::audit::control_event::ASSET,
+                            actor: "traffic".into(),
+                            patch: Some(t.patch.clone()),
+                            old_state: Some(if t.retired { "applied" } else { "retired" }.into()),
+                            new_state: Some(if t.retired { "retired" } else { "applied" }.into()),
+                            generation: base.generation,
+                            result: "ok",
+                            detail: Some(format!("{}: {}", t.server, t.reason)),
+                            ..ControlEvent::default()
+                        };
+                        if let Err(e) = rt.audit.record_control(event).await {
+                            tracing::error!("cannot log a patch retirement: {e}");
+                        }
+                    }
+                }
                 Output::FtpPassive { server, extended } => {
                     let reply = match client_local_ip {
                         Some(ip) => match crate::ftp_data::relay_once(

@@ -205,3 +205,46 @@ pub fn reload(conn: &Connection) -> anyhow::Result<ExitCode> {
         );
     })
 }
+
+/// `stopgap assets`
+pub fn assets(conn: &Connection) -> anyhow::Result<ExitCode> {
+    let reply = conn.client(false)?.get("/v1/assets")?;
+    finish(conn, &reply, |b| {
+        let list = b["assets"].as_array().cloned().unwrap_or_default();
+        if list.is_empty() {
+            println!("no server seen yet (facts come from traffic, the inventory and imports)");
+        }
+        for a in list {
+            println!(
+                "{}  {} {}",
+                s(&a["server"]),
+                s(&a["product"]),
+                s(&a["version"])
+            );
+            for f in a["facts"].as_array().into_iter().flatten() {
+                println!(
+                    "    fact: {} {} from {} {:?}",
+                    s(&f["product"]),
+                    s(&f["version"]),
+                    s(&f["source"]["kind"]),
+                    s(&f["raw"])
+                );
+            }
+            for p in a["patches"].as_array().into_iter().flatten() {
+                let decision = &p[1];
+                if decision["decision"] != "apply" {
+                    println!(
+                        "    {:<16} {:<8} {}",
+                        s(&p[0]),
+                        s(&decision["decision"]),
+                        s(&decision["reason"])
+                    );
+                }
+            }
+            let applied = a["patches"].as_array().map_or(0, |ps| {
+                ps.iter().filter(|p| p[1]["decision"] == "apply").count()
+            });
+            println!("    {applied} patch(es) applied here");
+        }
+    })
+}

@@ -194,6 +194,12 @@ pub async fn start(
             )))
         }
     };
+    let inventory = match &cfg.assets_file {
+        Some(path) => stopgap_assets::Inventory::load(path)
+            .map_err(|d| StartFailure::Located(stopgap_patch::Diagnostics(d).to_string()))?,
+        None => stopgap_assets::Inventory::default(),
+    };
+    let assets = Arc::new(stopgap_assets::Assets::new(inventory));
     let mut bound = Vec::new();
     for l in &cfg.listeners {
         bound.push((l.clone(), bind(l.listen).await?));
@@ -225,6 +231,7 @@ pub async fn start(
         tokio::spawn(serve_listener(
             listener,
             ListenerRuntime {
+                assets: assets.clone(),
                 protocol: l.protocol,
                 settings,
                 patches: controller.snapshot(),
@@ -249,6 +256,7 @@ pub async fn start(
         &state_dir,
         read_only.as_deref(),
         &controller,
+        &assets,
         admin_stopped,
     )
     .await?;
@@ -286,6 +294,7 @@ async fn start_admin(
     state_dir: &Path,
     read_only: Option<&str>,
     controller: &Arc<Controller>,
+    assets: &Arc<stopgap_assets::Assets>,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(addr) = cfg.admin.listen else {
@@ -318,6 +327,7 @@ async fn start_admin(
     };
     let local = listener.local_addr()?;
     let api = Arc::new(AdminApi {
+        assets: assets.clone(),
         controller: controller.clone(),
         open_reads: local.ip().is_loopback(),
         tokens: tokens.clone(),

@@ -51,6 +51,9 @@ enum Command {
         /// Admin API address, or `off` (default 127.0.0.1:9190).
         #[arg(long, value_name = "ADDR|off")]
         admin: Option<String>,
+        /// Asset inventory (assets.toml): what the upstream servers run.
+        #[arg(long)]
+        assets: Option<PathBuf>,
         /// State directory: patch states, default admin token, lock (default:
         /// $STOPGAP_STATE_DIR, /var/lib/stopgap for root, else ~/.local/state/stopgap).
         #[arg(long)]
@@ -67,6 +70,11 @@ enum Command {
         conn: admin_cli::Connection,
         #[command(subcommand)]
         command: admin_cli::PatchesCommand,
+    },
+    /// What each upstream server runs, from which source, and which patches apply to it.
+    Assets {
+        #[command(flatten)]
+        conn: admin_cli::Connection,
     },
     /// Show a running gateway's generation, patch counts and last reload.
     Status {
@@ -136,8 +144,10 @@ fn main() -> ExitCode {
             admin,
             state_dir,
             protocol,
+            assets,
         } => runtime().and_then(|rt| {
             rt.block_on(serve(ServeArgs {
+                assets,
                 protocol,
                 config,
                 listen,
@@ -150,6 +160,7 @@ fn main() -> ExitCode {
         }),
         Command::Patches { conn, command } => admin_cli::patches(&conn, command),
         Command::Status { conn } => admin_cli::status(&conn),
+        Command::Assets { conn } => admin_cli::assets(&conn),
         Command::Patch {
             command: PatchCommand::Test { target, patches },
         } => patch_cli::test(target.as_deref(), &patches),
@@ -228,6 +239,7 @@ fn check(config: Option<PathBuf>, patches: Option<PathBuf>) -> anyhow::Result<Ex
 }
 
 struct ServeArgs {
+    assets: Option<PathBuf>,
     protocol: String,
     config: Option<PathBuf>,
     listen: Option<SocketAddr>,
@@ -281,6 +293,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<ExitCode> {
     }
     if let Some(d) = args.state_dir {
         cfg.state_dir = Some(d);
+    }
+    if let Some(a) = args.assets {
+        cfg.assets_file = Some(a);
     }
     let running = match gateway::start(cfg, args.config.clone(), args.patches).await {
         Ok(r) => r,

@@ -57,7 +57,7 @@ impl Upstream {
                                 std::thread::sleep(Duration::from_millis(700));
                             }
                             let resp = format!(
-                                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                                "HTTP/1.1 200 OK\r\nServer: Microsoft-IIS/8.5\r\nContent-Length: {}\r\n\r\n{body}",
                                 body.len()
                             );
                             if s.write_all(resp.as_bytes()).is_err() {
@@ -224,7 +224,7 @@ cve = ["CVE-2099-0001"]
 severity = "low"
 protocol = "http"
 [applies]
-product = "test:probe"
+product = "microsoft:iis"
 versions = "*"
 [rule]
 when = 'exists(http.request.header("{header}"))'
@@ -395,6 +395,33 @@ fn apply_takes_effect_on_the_next_request_of_an_open_connection() {
     ] {
         assert!(metrics.contains(needle), "missing {needle} in\n{metrics}");
     }
+    // What the server is, as learnt from its Server header, and what it means per patch.
+    let assets = gw.api().get("/v1/assets").unwrap().body;
+    let server = &assets["assets"][0];
+    assert_eq!(server["product"], "microsoft:internet_information_services");
+    assert_eq!(server["version"], "8.5");
+    let decision = |id: &str| {
+        server["patches"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p[0] == id)
+            .map(|p| p[1]["decision"].clone())
+            .unwrap()
+    };
+    assert_eq!(decision("SG-2015-1635"), "apply");
+    assert_eq!(decision("SG-2021-41773"), "skip");
+    let out = gw.cli(&["assets"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        text.contains("microsoft:internet_information_services 8.5"),
+        "{text}"
+    );
+    assert!(
+        text.contains("SG-2021-41773") && text.contains("skip"),
+        "{text}"
+    );
+
     let events = gw.api().get("/v1/audit?limit=5").unwrap().body;
     let last = events["events"].as_array().unwrap().last().unwrap().clone();
     assert_eq!(last["outcome"], "would_reject", "{events}");

@@ -81,6 +81,10 @@ struct Gateway {
 
 impl Gateway {
     fn start(upstream: u16, patches: &Path) -> Self {
+        Self::start_with(upstream, patches, &[])
+    }
+
+    fn start_with(upstream: u16, patches: &Path, extra: &[&str]) -> Self {
         let dir = TempDir::new("gw");
         let port = free_port();
         let audit = dir.0.join("audit.jsonl");
@@ -99,6 +103,7 @@ impl Gateway {
             .arg("--state-dir")
             .arg(dir.0.join("state"))
             .args(["--admin", "off"])
+            .args(extra)
             .env("STOPGAP_LOG", "warn")
             .spawn()
             .expect("start stopgap");
@@ -343,7 +348,20 @@ fn benign_traffic_through_nginx_is_unchanged() {
 #[test]
 fn every_shipped_exploit_is_refused_and_the_connection_goes_on() {
     let nginx = Nginx::start();
-    let gw = Gateway::start(nginx.port, &library());
+    // nginx is not the product of most patches: pin them all on it, as an operator would to
+    // test the library against one server.
+    let dir = TempDir::new("pin-all");
+    let inventory = dir.0.join("assets.toml");
+    std::fs::write(
+        &inventory,
+        format!(
+            "[[asset]]\naddress = \"127.0.0.1:{}\"\nproduct = \"f5:nginx\"\npin = [\"*\"]\n",
+            nginx.port
+        ),
+    )
+    .unwrap();
+    let inventory = inventory.display().to_string();
+    let gw = Gateway::start_with(nginx.port, &library(), &["--assets", &inventory]);
     let patches: Vec<_> = stopgap_patch::load_dir(&library())
         .unwrap()
         .into_iter()
@@ -805,4 +823,173 @@ fn ftp_and_smtp_corpus_through_the_real_gateway() {
         println!("{kind:<28} {:>9}", format!("{ok}/{total}"));
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A patch file for `product` with `range`, refusing requests to `/asset-probe`.
+fn targeted_patch(id: &str, product: &str, range: &str) -> String {
+    format!(
+        r#"id = "{id}"
+title = "test: targeted at {product} {range}"
+cve = ["CVE-2099-0001"]
+severity = "low"
+protocol = "http"
+[applies]
+product = "{product}"
+versions = "{range}"
+[rule]
+when = 'http.request.path starts_with "/asset-probe"'
+action = "reject"
+status = 403
+[[vector]]
+kind = "exploit"
+request = "GET /asset-probe HTTP/1.1\r\nHost: t\r\n\r\n"
+source = "test"
+[[vector]]
+kind = "benign"
+request = "GET / HTTP/1.1\r\nHost: t\r\n\r\n"
+source = "test"
+"#
+    )
+}
+
+fn get_status(port: u16, path: &str) -> u16 {
+    let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(format!("GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").as_bytes())
+        .unwrap();
+    let (resps, _) = read_responses(&mut s, 1, false);
+    resps[0].0
+}
+
+#[test]
+fn patches_apply_only_to_the_product_and_versions_the_server_runs() {
+    let nginx = Nginx::start();
+    let dir = TempDir::new("assets-nginx");
+    let patches = dir.0.join("patches");
+    std::fs::create_dir_all(&patches).unwrap();
+    std::fs::write(
+        patches.join("a.toml"),
+        targeted_patch("SG-2099-0001", "apache:http_server", "*"),
+    )
+    .unwrap();
+    std::fs::write(
+        patches.join("b.toml"),
+        targeted_patch("SG-2099-0002", "nginx:nginx", ">= 1.0"),
+    )
+    .unwrap();
+    std::fs::write(
+        patches.join("c.toml"),
+        targeted_patch("SG-2099-0003", "f5:nginx", "< 1.3.0"),
+    )
+    .unwrap();
+    let gw = Gateway::start(nginx.port, &patches);
+    // The first answer tells the gateway what the server is (its Server header).
+    assert_eq!(get_status(gw.port, "/index.html"), 200);
+    // nginx runs a version in SG-2099-0002's range: applied. SG-2099-0001 is for Apache
+    // (skipped), SG-2099-0003 for nginx before 1.3 (retired): both only logged.
+    assert_eq!(get_status(gw.port, "/asset-probe"), 403);
+    let events = gw.audit_events();
+    let outcome = |id: &str| {
+        events
+            .iter()
+            .filter(|e| e["patch"] == id && e["event"] == "patch_match")
+            .map(|e| e["outcome"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(outcome("SG-2099-0002"), ["rejected"]);
+    assert_eq!(outcome("SG-2099-0001"), ["skipped_asset"]);
+    assert_eq!(outcome("SG-2099-0003"), ["skipped_retired"]);
+    let retired: Vec<_> = events
+        .iter()
+        .filter(|e| e["event"] == "asset" && e["patch"] == "SG-2099-0003")
+        .collect();
+    assert_eq!(retired.len(), 1, "{events:?}");
+    assert_eq!(retired[0]["new_state"], "retired");
+    assert!(
+        retired[0]["detail"]
+            .as_str()
+            .unwrap()
+            .contains("vendor fix observed: f5:nginx 1."),
+        "{}",
+        retired[0]
+    );
+}
+
+/// An upstream whose `Server` header is whatever the shared cell says.
+fn banner_upstream(banner: Arc<Mutex<String>>) -> u16 {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let banner = banner.clone();
+            std::thread::spawn(move || {
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 4096];
+                loop {
+                    if let Ok(Some(head)) = parse_request_head(&buf, &Limits::default()) {
+                        let n = head.raw().len();
+                        buf.drain(..n);
+                        let server = banner.lock().unwrap().clone();
+                        let resp = format!(
+                            "HTTP/1.1 200 OK\r\nServer: {server}\r\nContent-Length: 2\r\n\r\nok"
+                        );
+                        if s.write_all(resp.as_bytes()).is_err() {
+                            return;
+                        }
+                        continue;
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_server_upgrade_retires_the_patch_and_a_rollback_reengages_it() {
+    let banner = Arc::new(Mutex::new("Apache/2.4.49 (Unix)".to_string()));
+    let up = banner_upstream(banner.clone());
+    let gw = Gateway::start(up, &library());
+    let exploit = "/icons/.%2e/%2e%2e/%2e%2e/etc/passwd";
+    assert_eq!(get_status(gw.port, "/"), 200);
+    assert_eq!(
+        get_status(gw.port, exploit),
+        400,
+        "2.4.49: SG-2021-41773 in force"
+    );
+    *banner.lock().unwrap() = "Apache/2.4.51 (Unix)".into();
+    assert_eq!(get_status(gw.port, "/"), 200);
+    assert_eq!(
+        get_status(gw.port, exploit),
+        200,
+        "2.4.51: the vendor fix is in, patch retired"
+    );
+    *banner.lock().unwrap() = "Apache/2.4.49 (Unix)".into();
+    assert_eq!(get_status(gw.port, "/"), 200);
+    assert_eq!(get_status(gw.port, exploit), 400, "rolled back: re-engaged");
+    let events = gw.audit_events();
+    let changes: Vec<(String, String)> = events
+        .iter()
+        .filter(|e| e["event"] == "asset" && e["patch"] == "SG-2021-41773")
+        .map(|e| {
+            (
+                e["new_state"].as_str().unwrap().to_string(),
+                e["detail"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    assert_eq!(changes[0].0, "retired");
+    assert!(
+        changes[0]
+            .1
+            .contains("vendor fix observed: apache:http_server 2.4.51"),
+        "{}",
+        changes[0].1
+    );
+    assert_eq!(changes[1].0, "applied");
 }

@@ -65,7 +65,24 @@ impl Vsftpd {
 }
 
 fn gateway(upstream: u16, dir: &Path) -> (u16, Proc) {
+    gateway_with(upstream, dir, true)
+}
+
+fn gateway_with(upstream: u16, dir: &Path, pin_all: bool) -> (u16, Proc) {
     let port = free_port();
+    // The test server is not the product most patches are for (it is a fixed, current
+    // release): pin every patch on it, as an operator testing the library would.
+    let inventory = dir.join("assets.toml");
+    let pin = if pin_all { "pin = [\"*\"]\n" } else { "" };
+    std::fs::write(
+        &inventory,
+        if pin_all {
+            format!("[[asset]]\naddress = \"127.0.0.1:{upstream}\"\nproduct = \"vsftpd_project:vsftpd\"\n{pin}")
+        } else {
+            String::new()
+        },
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stopgap"))
         .args(["serve", "--protocol", "ftp"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -76,6 +93,8 @@ fn gateway(upstream: u16, dir: &Path) -> (u16, Proc) {
         .arg(dir.join("state"))
         .arg("--audit-log")
         .arg(dir.join("audit.jsonl"))
+        .arg("--assets")
+        .arg(&inventory)
         .env("STOPGAP_LOG", "warn")
         .spawn()
         .unwrap();
@@ -105,7 +124,7 @@ fn lftp(port: u16, dir: &Path, script: &str) {
 fn lftp_transfers_10_mib_both_ways_in_passive_and_active_mode_byte_for_byte() {
     let dir = TempDir::new("ftp-lftp");
     let server = Vsftpd::start(&dir.0);
-    let (port, _gw) = gateway(server.port, &dir.0);
+    let (port, _gw) = gateway_with(server.port, &dir.0, false);
     let mut data = vec![0u8; 10 * 1024 * 1024];
     let mut seed = 0x2545_f491_u32;
     for b in &mut data {
@@ -128,6 +147,19 @@ fn lftp_transfers_10_mib_both_ways_in_passive_and_active_mode_byte_for_byte() {
         let back = std::fs::read(dir.0.join(format!("back-{mode}.bin"))).unwrap();
         assert!(back == data, "{mode} download altered");
     }
+    // The greeting told the gateway this is a current vsftpd: the 2.3.4 backdoor patch is
+    // retired for it, with the evidence.
+    std::thread::sleep(Duration::from_millis(200));
+    let audit = std::fs::read_to_string(dir.0.join("audit.jsonl")).unwrap();
+    let retired = audit
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .find(|e| e["event"] == "asset" && e["patch"] == "SG-2011-2523")
+        .expect("SG-2011-2523 retired for vsftpd 3");
+    assert!(retired["detail"]
+        .as_str()
+        .unwrap()
+        .contains("vendor fix observed: vsftpd_project:vsftpd 3."));
 }
 
 /// A raw control connection: send a line, read one (possibly multi-line) reply.

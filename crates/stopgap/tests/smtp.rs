@@ -131,6 +131,14 @@ impl Postfix {
 
 fn gateway(upstream: u16, dir: &Path) -> (u16, Proc) {
     let port = free_port();
+    // The test server is not the product most patches are for (it is a fixed, current
+    // release): pin every patch on it, as an operator testing the library would.
+    let inventory = dir.join("assets.toml");
+    std::fs::write(
+        &inventory,
+        format!("[[asset]]\naddress = \"127.0.0.1:{upstream}\"\nproduct = \"postfix:postfix\"\npin = [\"*\"]\n"),
+    )
+    .unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_stopgap"))
         .args(["serve", "--protocol", "smtp"])
         .args(["--listen", &format!("127.0.0.1:{port}")])
@@ -141,6 +149,8 @@ fn gateway(upstream: u16, dir: &Path) -> (u16, Proc) {
         .arg(dir.join("state"))
         .arg("--audit-log")
         .arg(dir.join("audit.jsonl"))
+        .arg("--assets")
+        .arg(&inventory)
         .env("STOPGAP_LOG", "warn")
         .spawn()
         .unwrap();
