@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Runs every check and test of stopgap. Installs the Debian test peers it needs (nginx, curl,
-# vsftpd, lftp, postfix, swaks) when they are missing, and the local account the FTP tests log
+# vsftpd, lftp, postfix, swaks, nmap) when they are missing, and the local account the FTP tests log
 # in with. Every test starts its own private instance of each server on loopback.
 # Usage: scripts/test.sh
 set -euo pipefail
@@ -13,6 +13,7 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v lftp >/dev/null 2>&1 || missing+=(lftp)
 [ -x /usr/sbin/postfix ] || missing+=(postfix)
 command -v swaks >/dev/null 2>&1 || missing+=(swaks)
+command -v nmap >/dev/null 2>&1 || missing+=(nmap)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing test peers: ${missing[*]}"
   sudo=""

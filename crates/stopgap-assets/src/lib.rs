@@ -17,6 +17,7 @@
 
 pub mod fingerprint;
 pub mod inventory;
+pub mod nmap;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -53,7 +54,7 @@ pub fn canonical_product(product: &str) -> &str {
 }
 
 /// Where a fact comes from; stronger sources win.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(tag = "kind", content = "detail", rename_all = "lowercase")]
 pub enum Source {
     /// A banner seen in traffic.
@@ -83,7 +84,7 @@ impl Source {
 }
 
 /// One fact about a server.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Fact {
     /// Canonical `vendor:product`, or `None` for a banner of unknown format.
     pub product: Option<String>,
@@ -320,8 +321,17 @@ impl Assets {
         let mut inner = self.lock();
         let before = Self::decisions(&inner, server, base);
         let asset = inner.assets.entry(server).or_default();
-        // One fact per source: the newest replaces the previous one of the same source.
-        if let Some(old) = asset.facts.iter_mut().find(|f| f.source == fact.source) {
+        // One fact per kind of source: the newest replaces the previous one (a new scan
+        // replaces the previous scan's word on that server).
+        let same_kind = |a: &Source, b: &Source| {
+            std::mem::discriminant(a) == std::mem::discriminant(b)
+                && (matches!(a, Source::Import(_)) || a == b)
+        };
+        if let Some(old) = asset
+            .facts
+            .iter_mut()
+            .find(|f| same_kind(&f.source, &fact.source))
+        {
             if old.product == fact.product && old.version == fact.version && old.raw == fact.raw {
                 old.seen = fact.seen;
                 return Vec::new();
@@ -351,6 +361,24 @@ impl Assets {
                 _ => None,
             })
             .collect()
+    }
+
+    /// The imported facts, to persist them.
+    #[must_use]
+    pub fn imported(&self) -> Vec<(SocketAddr, Fact)> {
+        let inner = self.lock();
+        let mut out: Vec<(SocketAddr, Fact)> = inner
+            .assets
+            .iter()
+            .flat_map(|(addr, a)| {
+                a.facts
+                    .iter()
+                    .filter(|f| matches!(f.source, Source::Import(_)))
+                    .map(|f| (*addr, f.clone()))
+            })
+            .collect();
+        out.sort_by_key(|(a, _)| *a);
+        out
     }
 
     /// Every known server (seen in traffic, imported, or in the inventory by address), with

@@ -33,6 +33,8 @@ pub struct AdminApi {
     pub controller: Arc<Controller>,
     /// What each upstream runs.
     pub assets: Arc<stopgap_assets::Assets>,
+    /// Where imported facts are kept across restarts.
+    pub imports_file: std::path::PathBuf,
     /// Accepted tokens.
     pub tokens: Vec<Token>,
     /// Whether read-only calls need no token (the API listens on loopback).
@@ -88,6 +90,7 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit))
         .route("/v1/assets", get(assets))
+        .route("/v1/assets/import", post(import_assets))
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .with_state(api)
@@ -311,6 +314,103 @@ async fn assets(
     Ok(Json(
         json!({ "generation": base.generation, "assets": report }),
     ))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ImportBody {
+    source: String,
+    xml: String,
+}
+
+async fn import_assets(
+    State(api): State<Shared>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> ApiResult {
+    let actor = api.authorize(&headers, remote, &method, &uri, true).await?;
+    let parsed: ImportBody = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            format!("body must be {{\"source\": \"scan.xml\", \"xml\": \"<nmaprun>…\"}}: {e}"),
+        )
+    })?;
+    let seen = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let facts = stopgap_assets::nmap::parse(&parsed.xml, &parsed.source, seen)
+        .map_err(|e| ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, e.to_string()))?;
+    let base = api.controller.snapshot().load_full();
+    let mut transitions = Vec::new();
+    for (server, fact) in &facts {
+        transitions.extend(api.assets.import(*server, fact.clone(), &base));
+    }
+    if let Err(e) = save_imports(&api.imports_file, &api.assets.imported()) {
+        tracing::error!(
+            "cannot keep imported facts in {}: {e}",
+            api.imports_file.display()
+        );
+    }
+    let audit = api.controller.audit();
+    let _ = audit
+        .record_control(ControlEvent {
+            event: control_event::ASSET,
+            actor: actor.name.clone(),
+            remote: actor.remote.clone(),
+            generation: base.generation,
+            result: "ok",
+            detail: Some(format!(
+                "imported {} fact(s) from {}",
+                facts.len(),
+                parsed.source
+            )),
+            ..ControlEvent::default()
+        })
+        .await;
+    for t in &transitions {
+        let event =
+            ControlEvent::asset_transition(t, &actor.name, actor.remote.clone(), base.generation);
+        let _ = audit.record_control(event).await;
+    }
+    Ok(Json(json!({
+        "imported": facts.iter().map(|(s, f)| json!({"server": s.to_string(), "product": f.product, "version": f.version, "raw": f.raw})).collect::<Vec<_>>(),
+        "retired": transitions.iter().filter(|t| t.retired).map(|t| json!({"server": t.server.to_string(), "patch": t.patch, "reason": t.reason})).collect::<Vec<_>>(),
+        "reengaged": transitions.iter().filter(|t| !t.retired).map(|t| json!({"server": t.server.to_string(), "patch": t.patch})).collect::<Vec<_>>(),
+    })))
+}
+
+/// Writes the imported facts (temp file, fsync, rename).
+///
+/// # Errors
+/// The file cannot be written.
+pub fn save_imports(
+    path: &std::path::Path,
+    facts: &[(SocketAddr, stopgap_assets::Fact)],
+) -> std::io::Result<()> {
+    use std::io::Write as _;
+    let text = serde_json::to_string_pretty(facts).map_err(std::io::Error::other)?;
+    let tmp = path.with_extension("json.tmp");
+    let mut f = std::fs::File::create(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    std::fs::rename(&tmp, path)
+}
+
+/// Reads facts saved by [`save_imports`]; none when the file does not exist.
+///
+/// # Errors
+/// The file exists but is not a list of facts.
+pub fn load_imports(
+    path: &std::path::Path,
+) -> Result<Vec<(SocketAddr, stopgap_assets::Fact)>, String> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => serde_json::from_str(&text).map_err(|e| format!("{}: {e}", path.display())),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
 }
 
 async fn metrics(

@@ -75,6 +75,34 @@ pub struct ControlEvent {
     pub detail: Option<String>,
 }
 
+impl ControlEvent {
+    /// The event of a patch retired on, or re-engaged for, one server.
+    #[must_use]
+    pub fn asset_transition(
+        t: &stopgap_assets::Transition,
+        actor: &str,
+        remote: Option<String>,
+        generation: u64,
+    ) -> Self {
+        let (old, new) = if t.retired {
+            ("applied", "retired")
+        } else {
+            ("retired", "applied")
+        };
+        Self {
+            event: control_event::ASSET,
+            actor: actor.to_string(),
+            remote,
+            patch: Some(t.patch.clone()),
+            old_state: Some(old.into()),
+            new_state: Some(new.into()),
+            generation,
+            result: "ok",
+            detail: Some(format!("{}: {}", t.server, t.reason)),
+        }
+    }
+}
+
 enum Entry {
     Traffic(Box<AuditEvent>),
     Control(Box<ControlEvent>, oneshot::Sender<std::io::Result<()>>),

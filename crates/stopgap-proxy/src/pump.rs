@@ -295,17 +295,8 @@ async fn handle_connection(
                 Output::Banner(kind, text) => {
                     let base = rt.patches.load_full();
                     for t in rt.assets.observe(settings.upstream, kind, &text, &base) {
-                        let event = ControlEvent {
-                            event: crate::audit::control_event::ASSET,
-                            actor: "traffic".into(),
-                            patch: Some(t.patch.clone()),
-                            old_state: Some(if t.retired { "applied" } else { "retired" }.into()),
-                            new_state: Some(if t.retired { "retired" } else { "applied" }.into()),
-                            generation: base.generation,
-                            result: "ok",
-                            detail: Some(format!("{}: {}", t.server, t.reason)),
-                            ..ControlEvent::default()
-                        };
+                        let event =
+                            ControlEvent::asset_transition(&t, "traffic", None, base.generation);
                         if let Err(e) = rt.audit.record_control(event).await {
                             tracing::error!("cannot log a patch retirement: {e}");
                         }

@@ -26,6 +26,16 @@ pub struct Connection {
     json: bool,
 }
 
+/// `stopgap assets …`
+#[derive(Subcommand, Debug)]
+pub enum AssetsCommand {
+    /// Add product/version facts from an nmap service scan (`nmap -sV -oX scan.xml`).
+    Import {
+        /// The scan's XML file.
+        file: PathBuf,
+    },
+}
+
 /// `stopgap patches …`
 #[derive(Subcommand, Debug)]
 pub enum PatchesCommand {
@@ -245,6 +255,36 @@ pub fn assets(conn: &Connection) -> anyhow::Result<ExitCode> {
                 ps.iter().filter(|p| p[1]["decision"] == "apply").count()
             });
             println!("    {applied} patch(es) applied here");
+        }
+    })
+}
+
+/// `stopgap assets import FILE`
+pub fn import(conn: &Connection, file: &std::path::Path) -> anyhow::Result<ExitCode> {
+    let xml = std::fs::read_to_string(file)
+        .map_err(|e| anyhow!("cannot read {}: {e}", file.display()))?;
+    let body = json!({ "source": file.display().to_string(), "xml": xml });
+    let reply = conn.client(true)?.post("/v1/assets/import", &body)?;
+    finish(conn, &reply, |b| {
+        for f in b["imported"].as_array().into_iter().flatten() {
+            println!(
+                "{}  {} {}  ({})",
+                s(&f["server"]),
+                s(&f["product"]),
+                s(&f["version"]),
+                s(&f["raw"])
+            );
+        }
+        for t in b["retired"].as_array().into_iter().flatten() {
+            println!(
+                "retired {} on {}: {}",
+                s(&t["patch"]),
+                s(&t["server"]),
+                s(&t["reason"])
+            );
+        }
+        for t in b["reengaged"].as_array().into_iter().flatten() {
+            println!("re-engaged {} on {}", s(&t["patch"]), s(&t["server"]));
         }
     })
 }

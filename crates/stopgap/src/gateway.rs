@@ -26,6 +26,8 @@ use tokio::sync::watch;
 
 /// File name of the patch states in the state directory.
 pub const STATE_FILE: &str = "state.toml";
+/// File name of the imported asset facts in the state directory.
+pub const IMPORTS_FILE: &str = "imported-assets.json";
 /// File name of the lock that makes one gateway the owner of a state directory.
 pub const LOCK_FILE: &str = "gateway.lock";
 
@@ -200,6 +202,21 @@ pub async fn start(
         None => stopgap_assets::Inventory::default(),
     };
     let assets = Arc::new(stopgap_assets::Assets::new(inventory));
+    // Facts imported earlier (stopgap assets import) survive restarts.
+    let imports_file = state_dir.join(IMPORTS_FILE);
+    match stopgap_control::api::load_imports(&imports_file) {
+        Ok(facts) => {
+            let base = controller.snapshot().load_full();
+            for (server, fact) in facts {
+                assets.import(server, fact, &base);
+            }
+        }
+        Err(e) => {
+            return Err(StartFailure::Other(anyhow!(
+            "the imported asset facts are unreadable: {e} (remove the file to start without them)"
+        )))
+        }
+    }
     let mut bound = Vec::new();
     for l in &cfg.listeners {
         bound.push((l.clone(), bind(l.listen).await?));
@@ -327,6 +344,7 @@ async fn start_admin(
     };
     let local = listener.local_addr()?;
     let api = Arc::new(AdminApi {
+        imports_file: state_dir.join(IMPORTS_FILE),
         assets: assets.clone(),
         controller: controller.clone(),
         open_reads: local.ip().is_loopback(),

@@ -71,10 +71,13 @@ enum Command {
         #[command(subcommand)]
         command: admin_cli::PatchesCommand,
     },
-    /// What each upstream server runs, from which source, and which patches apply to it.
+    /// What each upstream server runs, from which source, and which patches apply to it;
+    /// `import` adds facts from an nmap service scan.
     Assets {
         #[command(flatten)]
         conn: admin_cli::Connection,
+        #[command(subcommand)]
+        command: Option<admin_cli::AssetsCommand>,
     },
     /// Show a running gateway's generation, patch counts and last reload.
     Status {
@@ -160,7 +163,14 @@ fn main() -> ExitCode {
         }),
         Command::Patches { conn, command } => admin_cli::patches(&conn, command),
         Command::Status { conn } => admin_cli::status(&conn),
-        Command::Assets { conn } => admin_cli::assets(&conn),
+        Command::Assets {
+            conn,
+            command: None,
+        } => admin_cli::assets(&conn),
+        Command::Assets {
+            conn,
+            command: Some(admin_cli::AssetsCommand::Import { file }),
+        } => admin_cli::import(&conn, &file),
         Command::Patch {
             command: PatchCommand::Test { target, patches },
         } => patch_cli::test(target.as_deref(), &patches),

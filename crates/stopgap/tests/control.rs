@@ -14,7 +14,7 @@ use stopgap_control::client::AdminClient;
 use stopgap_proto::http1::{parse_request_head, parse_response_head, BodyDecoder, Limits};
 
 mod support;
-use support::{free_port, repo, wait_for_port, Proc, TempDir};
+use support::{free_port, repo, wait_for_port, Nginx, Proc, TempDir};
 
 const EXPLOIT: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\nRange: bytes=0-18446744073709551615\r\n\r\n";
 const BENIGN: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\nRange: bytes=0-99\r\n\r\n";
@@ -806,4 +806,66 @@ fn sighup_rereads_the_config_file_and_a_broken_one_changes_nothing() {
     assert_eq!(reloads[0]["actor"], "signal:SIGHUP");
     assert_eq!(reloads[0]["result"], "failed");
     assert_eq!(reloads[1]["result"], "ok");
+}
+
+#[test]
+fn an_nmap_scan_of_the_real_server_adds_its_product_and_version() {
+    let nginx = Nginx::start();
+    let dir = TempDir::new("nmap");
+    let scan = dir.0.join("scan.xml");
+    // Loopback only, one port, service detection.
+    let out = Command::new("nmap")
+        .args([
+            "-sV",
+            "-Pn",
+            "--version-light",
+            "-p",
+            &nginx.port.to_string(),
+            "127.0.0.1",
+            "-oX",
+        ])
+        .arg(&scan)
+        .output()
+        .expect("nmap is not installed: run scripts/test.sh");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let patches = dir.0.join("patches");
+    std::fs::create_dir_all(&patches).unwrap();
+    std::fs::write(
+        patches.join("old-nginx.toml"),
+        strip_patch("SG-2099-0005", "x-probe-a")
+            .replace("product = \"microsoft:iis\"", "product = \"nginx:nginx\"")
+            .replace("versions = \"*\"", "versions = \"< 1.3.0\""),
+    )
+    .unwrap();
+    let gw = Gw::start(nginx.port, &patches, &dir.0);
+    let out = gw.cli(&["assets", "import", scan.to_str().unwrap()]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(text.contains("f5:nginx 1."), "{text}");
+    assert!(text.contains("retired SG-2099-0005"), "{text}");
+
+    let assets = gw.api().get("/v1/assets").unwrap().body;
+    let server = assets["assets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["server"] == format!("127.0.0.1:{}", nginx.port))
+        .unwrap()
+        .clone();
+    assert_eq!(server["product"], "f5:nginx");
+    assert_eq!(server["facts"][0]["source"]["kind"], "import");
+
+    // Imported facts survive a restart.
+    drop(gw);
+    let gw = Gw::start(nginx.port, &patches, &dir.0);
+    let assets = gw.api().get("/v1/assets").unwrap().body;
+    assert_eq!(assets["assets"][0]["product"], "f5:nginx", "{assets}");
 }

@@ -6,71 +6,14 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use stopgap_proto::http1::{parse_request_head, BodyDecoder, Limits};
 
 mod support;
-use support::{free_port, repo, wait_for_port, Proc, TempDir};
-
-struct Nginx {
-    port: u16,
-    www: PathBuf,
-    _proc: Proc,
-    _dir: TempDir,
-}
-
-fn nginx_binary() -> PathBuf {
-    for p in ["/usr/sbin/nginx", "/usr/bin/nginx"] {
-        if Path::new(p).exists() {
-            return p.into();
-        }
-    }
-    panic!("nginx is not installed: run scripts/test.sh, which installs the test peers");
-}
-
-impl Nginx {
-    fn start() -> Self {
-        let dir = TempDir::new("nginx");
-        let port = free_port();
-        let www = dir.0.join("www");
-        std::fs::create_dir_all(www.join("upload")).unwrap();
-        std::fs::write(www.join("index.html"), "<html>hello from nginx</html>\n").unwrap();
-        let big: Vec<u8> = (0..10 * 1024 * 1024u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as u8)
-            .collect();
-        std::fs::write(www.join("big.bin"), big).unwrap();
-        let d = dir.0.display();
-        let conf = format!(
-            "daemon off; master_process off; pid {d}/nginx.pid; error_log {d}/error.log;\n\
-             events {{ worker_connections 256; }}\n\
-             http {{ access_log off; client_body_temp_path {d}/body; proxy_temp_path {d}/proxy;\n\
-               fastcgi_temp_path {d}/fcgi; uwsgi_temp_path {d}/uwsgi; scgi_temp_path {d}/scgi;\n\
-               server {{ listen 127.0.0.1:{port}; root {d}/www;\n\
-                 location /upload/ {{ dav_methods PUT; create_full_put_path on; client_max_body_size 20m; }}\n\
-               }} }}\n"
-        );
-        let conf_path = dir.0.join("nginx.conf");
-        std::fs::write(&conf_path, conf).unwrap();
-        let mut child = Command::new(nginx_binary())
-            .arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(&dir.0)
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start nginx");
-        wait_for_port(port, &mut child, "nginx");
-        Self {
-            port,
-            www,
-            _proc: Proc(child),
-            _dir: dir,
-        }
-    }
-}
+use support::{free_port, repo, wait_for_port, Nginx, Proc, TempDir};
 
 struct Gateway {
     port: u16,
