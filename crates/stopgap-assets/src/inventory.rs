@@ -4,7 +4,7 @@
 //! unknown_assets = "protect"        # or "skip": patches for servers of unknown product
 //!
 //! [[asset]]
-//! address = "10.0.0.5:8080"         # or cidr = "10.0.0.0/24"
+//! address = "10.0.0.5:8080"         # or cidr = "10.0.0.0/24", or listener = "web"
 //! product = "apache:http_server"
 //! version = "2.4.49"                # optional
 //! pin = ["SG-2021-41773"]           # optional: applied whatever the facts say ("*": all)
@@ -20,7 +20,7 @@ use toml::Spanned;
 use crate::{canonical_product, Fact, Source};
 
 /// What to do with patches for a server whose product is unknown.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 pub enum UnknownPolicy {
     /// Apply every patch (the default: better a needless refusal than an exposed server).
     #[default]
@@ -36,6 +36,8 @@ pub enum Matcher {
     Address(SocketAddr),
     /// Any port of a network.
     Cidr(IpAddr, u8),
+    /// The upstream of a listener of `stopgap.toml`, by name (resolved at start).
+    Listener(String),
 }
 
 impl Matcher {
@@ -53,6 +55,7 @@ impl Matcher {
                 }
                 _ => false,
             },
+            Self::Listener(_) => false,
         }
     }
 }
@@ -112,6 +115,7 @@ struct RawInventory {
 struct RawAsset {
     address: Option<Spanned<String>>,
     cidr: Option<Spanned<String>>,
+    listener: Option<String>,
     product: Spanned<String>,
     version: Option<String>,
     #[serde(default)]
@@ -119,6 +123,30 @@ struct RawAsset {
 }
 
 impl Inventory {
+    /// Turns `listener = "name"` entries into the address of that listener's upstream.
+    ///
+    /// # Errors
+    /// The names that are no listener of the configuration.
+    pub fn resolve_listeners(
+        &mut self,
+        upstream_of: impl Fn(&str) -> Option<SocketAddr>,
+    ) -> Result<(), Vec<String>> {
+        let mut unknown = Vec::new();
+        for e in &mut self.entries {
+            if let Matcher::Listener(name) = &e.matcher {
+                match upstream_of(name) {
+                    Some(a) => e.matcher = Matcher::Address(a),
+                    None => unknown.push(name.clone()),
+                }
+            }
+        }
+        if unknown.is_empty() {
+            Ok(())
+        } else {
+            Err(unknown)
+        }
+    }
+
     /// The entry that speaks of `server`: an exact address first, else the longest network.
     #[must_use]
     pub fn entry_for(&self, server: SocketAddr) -> Option<&InventoryEntry> {
@@ -131,7 +159,7 @@ impl Inventory {
                     .filter(|e| e.matcher.matches(server))
                     .max_by_key(|e| match e.matcher {
                         Matcher::Cidr(_, len) => len,
-                        Matcher::Address(_) => 255,
+                        Matcher::Address(_) | Matcher::Listener(_) => 255,
                     })
             })
     }
@@ -140,7 +168,7 @@ impl Inventory {
     pub fn addresses(&self) -> impl Iterator<Item = SocketAddr> + '_ {
         self.entries.iter().filter_map(|e| match e.matcher {
             Matcher::Address(a) => Some(a),
-            Matcher::Cidr(..) => None,
+            Matcher::Cidr(..) | Matcher::Listener(_) => None,
         })
     }
 
@@ -197,8 +225,9 @@ impl Inventory {
         };
         let mut entries = Vec::new();
         for a in raw.asset {
-            let matcher = match (&a.address, &a.cidr) {
-                (Some(addr), None) => match addr.get_ref().parse::<SocketAddr>() {
+            let matcher = match (&a.address, &a.cidr, &a.listener) {
+                (None, None, Some(name)) => Some(Matcher::Listener(name.clone())),
+                (Some(addr), None, None) => match addr.get_ref().parse::<SocketAddr>() {
                     Ok(s) => Some(Matcher::Address(s)),
                     Err(_) => {
                         errors.push(
@@ -213,7 +242,7 @@ impl Inventory {
                         None
                     }
                 },
-                (None, Some(cidr)) => {
+                (None, Some(cidr), None) => {
                     let parsed = cidr.get_ref().split_once('/').and_then(|(ip, len)| {
                         let ip: IpAddr = ip.parse().ok()?;
                         let len: u8 = len.parse().ok()?;
@@ -299,6 +328,20 @@ mod tests {
         let e = inv.entry_for("10.0.7.9:80".parse().unwrap()).unwrap();
         assert_eq!(e.product, "f5:nginx");
         assert!(inv.entry_for("192.0.2.1:80".parse().unwrap()).is_none());
+
+        let mut by_name = Inventory::parse(
+            Path::new("assets.toml"),
+            "[[asset]]\nlistener = \"web\"\nproduct = \"apache:http_server\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            by_name.clone().resolve_listeners(|_| None),
+            Err(vec!["web".to_string()])
+        );
+        by_name
+            .resolve_listeners(|n| (n == "web").then(|| "10.1.1.1:80".parse().unwrap()))
+            .unwrap();
+        assert!(by_name.entry_for("10.1.1.1:80".parse().unwrap()).is_some());
 
         let bad =
             "[[asset]]\naddress = \"nowhere\"\nproduct = \"iis\"\n[[asset]]\nproduct = \"a:b\"\n";

@@ -178,11 +178,16 @@ pub fn decide(
     }
 }
 
+/// A server and the unknown-assets policy its listener uses.
+type CacheKey = (SocketAddr, Option<UnknownPolicy>);
+/// A per-server snapshot with the base generation and table epoch it was built from.
+type CachedSet = (u64, u64, Arc<PatchSet>);
+
 #[derive(Default)]
 struct Inner {
     assets: HashMap<SocketAddr, Asset>,
     epoch: u64,
-    cache: HashMap<SocketAddr, (u64, u64, Arc<PatchSet>)>,
+    cache: HashMap<CacheKey, CachedSet>,
     inventory: Inventory,
 }
 
@@ -245,37 +250,42 @@ impl Assets {
         asset.effective().cloned()
     }
 
-    fn decisions(inner: &Inner, server: SocketAddr, base: &PatchSet) -> Vec<(Applied, Targeting)> {
+    fn decisions(
+        inner: &Inner,
+        server: SocketAddr,
+        base: &PatchSet,
+        policy: Option<UnknownPolicy>,
+    ) -> Vec<(Applied, Targeting)> {
         let fact = Self::effective_fact(inner, server);
         let entry = inner.inventory.entry_for(server);
+        let policy = policy.unwrap_or(inner.inventory.unknown_assets);
         base.all()
             .map(|a| {
                 let pinned =
                     entry.is_some_and(|e| e.pin.iter().any(|p| p == &a.patch.id || p == "*"));
-                (
-                    a.clone(),
-                    decide(
-                        &a.patch,
-                        fact.as_ref(),
-                        pinned,
-                        inner.inventory.unknown_assets,
-                    ),
-                )
+                (a.clone(), decide(&a.patch, fact.as_ref(), pinned, policy))
             })
             .collect()
     }
 
     /// The patch snapshot for connections to `server`: `base` with patches that do not apply
-    /// to it turned into logged-only ones. Cached per base generation and table epoch.
-    pub fn patches_for(&self, server: SocketAddr, base: &Arc<PatchSet>) -> Arc<PatchSet> {
+    /// to it turned into logged-only ones. `policy` overrides the inventory's policy for
+    /// servers of unknown product (a listener's own setting). Cached per base generation and
+    /// table epoch.
+    pub fn patches_for(
+        &self,
+        server: SocketAddr,
+        base: &Arc<PatchSet>,
+        policy: Option<UnknownPolicy>,
+    ) -> Arc<PatchSet> {
         let mut inner = self.lock();
         let epoch = inner.epoch;
-        if let Some((generation, e, set)) = inner.cache.get(&server) {
+        if let Some((generation, e, set)) = inner.cache.get(&(server, policy)) {
             if *generation == base.generation && *e == epoch {
                 return set.clone();
             }
         }
-        let applied: Vec<Applied> = Self::decisions(&inner, server, base)
+        let applied: Vec<Applied> = Self::decisions(&inner, server, base, policy)
             .into_iter()
             .map(|(mut a, t)| {
                 match t {
@@ -289,7 +299,7 @@ impl Assets {
         let set = Arc::new(PatchSet::new(base.generation, applied));
         inner
             .cache
-            .insert(server, (base.generation, epoch, set.clone()));
+            .insert((server, policy), (base.generation, epoch, set.clone()));
         set
     }
 
@@ -319,7 +329,7 @@ impl Assets {
 
     fn record(&self, server: SocketAddr, fact: Fact, base: &PatchSet) -> Vec<Transition> {
         let mut inner = self.lock();
-        let before = Self::decisions(&inner, server, base);
+        let before = Self::decisions(&inner, server, base, None);
         let asset = inner.assets.entry(server).or_default();
         // One fact per kind of source: the newest replaces the previous one (a new scan
         // replaces the previous scan's word on that server).
@@ -341,7 +351,7 @@ impl Assets {
             asset.facts.push(fact);
         }
         inner.epoch += 1;
-        let after = Self::decisions(&inner, server, base);
+        let after = Self::decisions(&inner, server, base, None);
         before
             .into_iter()
             .zip(after)
@@ -408,7 +418,7 @@ impl Assets {
                     product: effective.as_ref().and_then(|f| f.product.clone()),
                     version: effective.and_then(|f| f.version),
                     facts,
-                    patches: Self::decisions(&inner, server, base)
+                    patches: Self::decisions(&inner, server, base, None)
                         .into_iter()
                         .map(|(a, t)| (a.patch.id.clone(), t))
                         .collect(),
@@ -441,14 +451,14 @@ mod tests {
         let assets = Assets::default();
         let server: SocketAddr = "127.0.0.1:8081".parse().unwrap();
         // Unknown server, policy protect: everything applies.
-        let set = assets.patches_for(server, &base);
+        let set = assets.patches_for(server, &base, None);
         assert_eq!(mode_of(&set, "SG-2021-41773"), Mode::Enforce);
         assert_eq!(set.generation, 7);
 
         // nginx: the Apache patches are skipped.
         let t = assets.observe(server, BannerKind::HttpServer, "nginx/1.22.1", &base);
         assert!(t.is_empty());
-        let set = assets.patches_for(server, &base);
+        let set = assets.patches_for(server, &base, None);
         assert_eq!(mode_of(&set, "SG-2021-41773"), Mode::AssetSkipped);
 
         // Apache 2.4.49: in range. Then 2.4.51: retired, with evidence. Then back: re-engaged.
@@ -459,7 +469,7 @@ mod tests {
             &base,
         );
         assert_eq!(
-            mode_of(&assets.patches_for(server, &base), "SG-2021-41773"),
+            mode_of(&assets.patches_for(server, &base, None), "SG-2021-41773"),
             Mode::Enforce
         );
         let t = assets.observe(
@@ -478,11 +488,11 @@ mod tests {
                 "vendor fix observed: apache:http_server 2.4.51 (http server header)"
             )));
         assert_eq!(
-            mode_of(&assets.patches_for(server, &base), "SG-2021-41773"),
+            mode_of(&assets.patches_for(server, &base, None), "SG-2021-41773"),
             Mode::AssetRetired
         );
         assert_eq!(
-            mode_of(&assets.patches_for(server, &base), "SG-2021-40438"),
+            mode_of(&assets.patches_for(server, &base, None), "SG-2021-40438"),
             Mode::AssetRetired,
             "<=2.4.48 is retired too"
         );
@@ -505,7 +515,7 @@ mod tests {
         // Retirement is per server.
         let other: SocketAddr = "127.0.0.1:9999".parse().unwrap();
         assert_eq!(
-            mode_of(&assets.patches_for(other, &base), "SG-2021-41773"),
+            mode_of(&assets.patches_for(other, &base, None), "SG-2021-41773"),
             Mode::Enforce
         );
     }
@@ -521,7 +531,7 @@ mod tests {
         let assets = Assets::new(inv);
         let server: SocketAddr = "127.0.0.1:8081".parse().unwrap();
         assets.observe(server, BannerKind::HttpServer, "nginx/1.25.3", &base);
-        let set = assets.patches_for(server, &base);
+        let set = assets.patches_for(server, &base, None);
         assert_eq!(
             mode_of(&set, "SG-2021-41773"),
             Mode::Enforce,

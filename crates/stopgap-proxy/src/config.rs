@@ -32,6 +32,7 @@
 //! listen = "127.0.0.1:8080"
 //! upstream = "127.0.0.1:8081"
 //! protocol = "http"              # or "ftp", "smtp"
+//! unknown_assets = "protect"     # or "skip" (default: the asset inventory's setting)
 //! ```
 
 use std::net::SocketAddr;
@@ -122,6 +123,9 @@ pub struct ListenerConfig {
     pub name: String,
     /// The protocol spoken (`http`, `ftp` or `smtp`).
     pub protocol: Protocol,
+    /// Patches for servers of unknown product: `protect` (apply) or `skip`; `None`: the
+    /// inventory's setting.
+    pub unknown_assets: Option<stopgap_assets::UnknownPolicy>,
     /// Address to accept clients on.
     pub listen: SocketAddr,
     /// Upstream server address.
@@ -161,6 +165,7 @@ impl GatewayConfig {
             listeners: vec![ListenerConfig {
                 name: "quick".into(),
                 protocol: Protocol::Http,
+                unknown_assets: None,
                 listen,
                 upstream,
             }],
@@ -258,6 +263,7 @@ struct RawListener {
     listen: Spanned<String>,
     upstream: Spanned<String>,
     protocol: Option<Spanned<String>>,
+    unknown_assets: Option<Spanned<String>>,
 }
 
 /// Reads and validates a configuration file; every problem is reported.
@@ -446,7 +452,25 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
             },
         };
         if let (Ok(listen), Ok(upstream)) = (listen, upstream) {
+            let unknown_assets = match l
+                .unknown_assets
+                .as_ref()
+                .map(|u| (u.get_ref().as_str(), u.span()))
+            {
+                None => None,
+                Some(("protect", _)) => Some(stopgap_assets::UnknownPolicy::Protect),
+                Some(("skip", _)) => Some(stopgap_assets::UnknownPolicy::Skip),
+                Some((other, span)) => {
+                    err(
+                        span.start,
+                        format!("unknown policy `{other}`"),
+                        "unknown_assets is \"protect\" or \"skip\"",
+                    );
+                    None
+                }
+            };
             listeners.push(ListenerConfig {
+                unknown_assets,
                 protocol,
                 name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
                 listen,

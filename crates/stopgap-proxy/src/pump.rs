@@ -108,6 +108,8 @@ pub struct ListenerRuntime {
     pub patches: Arc<ArcSwap<PatchSet>>,
     /// What each upstream runs: narrows the snapshot per server.
     pub assets: Arc<stopgap_assets::Assets>,
+    /// This listener's policy for servers of unknown product (`None`: the inventory's).
+    pub unknown_assets: Option<stopgap_assets::UnknownPolicy>,
     /// The audit log.
     pub audit: AuditLog,
     /// This listener's metrics.
@@ -256,7 +258,7 @@ async fn handle_connection(
                         let read_at = Instant::now();
                         rt.metrics.bytes_from_client.inc_by(n as u64);
                         let before = insp.requests();
-                        let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full());
+                        let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full(), rt.unknown_assets);
                         insp.handle_data(Side::Client, &cbuf[..n], &snapshot);
                         let new_requests = insp.requests() - before;
                         if new_requests > 0 {
@@ -274,7 +276,7 @@ async fn handle_connection(
                     }
                     Ok(n) => {
                         rt.metrics.bytes_from_server.inc_by(n as u64);
-                        let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full());
+                        let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full(), rt.unknown_assets);
                         insp.handle_data(Side::Server, &sbuf[..n], &snapshot);
                     }
                 }

@@ -248,6 +248,7 @@ pub async fn start(
         tokio::spawn(serve_listener(
             listener,
             ListenerRuntime {
+                unknown_assets: l.unknown_assets,
                 assets: assets.clone(),
                 protocol: l.protocol,
                 settings,
