@@ -770,6 +770,11 @@ fn ftp_and_smtp_corpus_through_the_real_gateway() {
 
 /// A patch file for `product` with `range`, refusing requests to `/asset-probe`.
 fn targeted_patch(id: &str, product: &str, range: &str) -> String {
+    targeted_patch_at(id, product, range, "/asset-probe")
+}
+
+/// A patch file for `product` with `range`, refusing requests to `path`.
+fn targeted_patch_at(id: &str, product: &str, range: &str, path: &str) -> String {
     format!(
         r#"id = "{id}"
 title = "test: targeted at {product} {range}"
@@ -780,12 +785,12 @@ protocol = "http"
 product = "{product}"
 versions = "{range}"
 [rule]
-when = 'http.request.path starts_with "/asset-probe"'
+when = 'http.request.path starts_with "{path}"'
 action = "reject"
 status = 403
 [[vector]]
 kind = "exploit"
-request = "GET /asset-probe HTTP/1.1\r\nHost: t\r\n\r\n"
+request = "GET {path} HTTP/1.1\r\nHost: t\r\n\r\n"
 source = "test"
 [[vector]]
 kind = "benign"
@@ -827,8 +832,10 @@ fn patches_apply_only_to_the_product_and_versions_the_server_runs() {
     let gw = Gateway::start(nginx.port, &patches);
     // The first answer tells the gateway what the server is (its Server header).
     assert_eq!(get_status(gw.port, "/index.html"), 200);
-    // nginx runs a version in SG-2099-0002's range: applied. SG-2099-0001 is for Apache
-    // (skipped), SG-2099-0003 for nginx before 1.3 (retired): both only logged.
+    // SG-2099-0001 is for Apache: its exploit passes to nginx (which has no such page).
+    assert_eq!(get_status(gw.port, "/apache-probe"), 404);
+    // nginx runs a version in SG-2099-0002's range: applied. SG-2099-0003 is for nginx
+    // before 1.3: retired, only logged.
     assert_eq!(get_status(gw.port, "/asset-probe"), 403);
     let events = gw.audit_events();
     let outcome = |id: &str| {
