@@ -29,7 +29,8 @@ fn main() {
     let patches = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     let count = patches.len();
     let request: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
-    let response: &[u8] = b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 17\r\n\r\nhello, benchmark\n";
+    let response: &[u8] =
+        b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 17\r\n\r\nhello, benchmark\n";
     if std::env::args().any(|a| a == "--per-patch") {
         let base = time(&Arc::new(PatchSet::empty()), request, response, n / 10);
         let mut costs: Vec<(f64, String)> = patches

@@ -110,6 +110,39 @@ impl FtpInspector {
             && self.out.is_empty()
     }
 
+    /// Whether the client is part-way through a command line.
+    #[must_use]
+    pub fn client_in_message(&self) -> bool {
+        self.commands.pending() > 0
+    }
+
+    /// Whether a forwarded command still waits for its reply.
+    #[must_use]
+    pub fn awaiting_upstream(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p, Pending::Forwarded { .. } | Pending::Greeting))
+    }
+
+    /// A timer of the proxy fired: `421` and close.
+    pub fn timed_out(&mut self, what: crate::Timeout) {
+        let (anomaly, text): (&'static str, &'static [u8]) = match what {
+            crate::Timeout::Upstream => (
+                "upstream_timeout",
+                b"421 Service not available, the server did not answer in time.\r\n",
+            ),
+            _ => ("client_timeout", b"421 Timeout.\r\n"),
+        };
+        let mut e = self.base_event(event::PROTOCOL_VIOLATION, None);
+        e.anomaly = Some(anomaly);
+        e.outcome = "timed_out".into();
+        e.status = Some(421);
+        self.out.push_back(Output::Audit(Box::new(e)));
+        self.out
+            .push_back(Output::ToClient(Bytes::from_static(text)));
+        self.close();
+    }
+
     /// The upstream cannot be reached: the client gets `421` and the connection closes.
     pub fn upstream_failed(&mut self, reason: &str) {
         self.upstream_down = true;

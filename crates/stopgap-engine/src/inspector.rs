@@ -60,6 +60,17 @@ pub enum Output {
     },
 }
 
+/// Which timer of the proxy fired.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Timeout {
+    /// The client stayed silent part-way through a message.
+    Client,
+    /// The upstream stayed silent while a response was owed.
+    Upstream,
+    /// The connection stayed idle between messages.
+    Idle,
+}
+
 /// Engine settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct InspectorConfig {
@@ -235,6 +246,60 @@ impl FlowInspector {
             && self.server_buf.is_empty()
             && self.pending.is_empty()
             && self.out.is_empty()
+    }
+
+    /// Whether the client is part-way through a message (a head or a body not yet complete).
+    #[must_use]
+    pub fn client_in_message(&self) -> bool {
+        !self.client_buf.is_empty()
+            || matches!(self.req, ReqState::Body { .. } | ReqState::Buffer(_))
+    }
+
+    /// Whether a forwarded request still waits for (the rest of) its response.
+    #[must_use]
+    pub fn awaiting_upstream(&self) -> bool {
+        self.pending
+            .iter()
+            .any(|p| matches!(p, Pending::Upstream { .. }))
+    }
+
+    /// A timer of the proxy fired: the client was too slow with a message (`408`, close), or
+    /// the upstream too slow with a response (`504`, close). Either is an audit event.
+    pub fn timed_out(&mut self, what: Timeout) {
+        let (status, anomaly, detail) = match what {
+            Timeout::Client => (
+                408,
+                "client_timeout",
+                "the client did not complete its request in time",
+            ),
+            Timeout::Upstream => (
+                504,
+                "upstream_timeout",
+                "the upstream did not answer in time",
+            ),
+            Timeout::Idle => {
+                self.close();
+                return;
+            }
+        };
+        let mut e = self.base_event(event::PROTOCOL_VIOLATION, None);
+        e.anomaly = Some(anomaly);
+        e.outcome = "timed_out".into();
+        e.status = Some(status);
+        e.detail = Some(detail.into());
+        self.out.push_back(Output::Audit(Box::new(e)));
+        if what == Timeout::Upstream {
+            // The response owed first will not come: answer it and stop.
+            if matches!(self.pending.front(), Some(Pending::Upstream { .. })) {
+                self.pending.pop_front();
+            }
+            self.out.push_back(Output::ToClient(reply(status, true)));
+            self.close();
+        } else {
+            self.req = ReqState::Head;
+            self.client_buf.clear();
+            self.local_reply(reply(status, true), true);
+        }
     }
 
     /// Bytes held in the inspector's buffers (for memory accounting).

@@ -38,7 +38,7 @@ pub mod smtp;
 pub use audit::{AuditEvent, Change};
 pub use command::default_reply_text;
 pub use ftp::FtpInspector;
-pub use inspector::{FlowInspector, FlowMeta, InspectorConfig, Output, Side};
+pub use inspector::{FlowInspector, FlowMeta, InspectorConfig, Output, Side, Timeout};
 pub use smtp::SmtpInspector;
 pub use stopgap_patch::PatchSet;
 
@@ -98,6 +98,35 @@ impl Session {
             Self::Http(i) => i.requests(),
             Self::Ftp(i) => i.requests(),
             Self::Smtp(i) => i.requests(),
+        }
+    }
+
+    /// Whether the client is part-way through a message.
+    #[must_use]
+    pub fn client_in_message(&self) -> bool {
+        match self {
+            Self::Http(i) => i.client_in_message(),
+            Self::Ftp(i) => i.client_in_message(),
+            Self::Smtp(i) => i.client_in_message(),
+        }
+    }
+
+    /// Whether the upstream owes an answer.
+    #[must_use]
+    pub fn awaiting_upstream(&self) -> bool {
+        match self {
+            Self::Http(i) => i.awaiting_upstream(),
+            Self::Ftp(i) => i.awaiting_upstream(),
+            Self::Smtp(i) => i.awaiting_upstream(),
+        }
+    }
+
+    /// A timer of the proxy fired.
+    pub fn timed_out(&mut self, what: Timeout) {
+        match self {
+            Self::Http(i) => i.timed_out(what),
+            Self::Ftp(i) => i.timed_out(what),
+            Self::Smtp(i) => i.timed_out(what),
         }
     }
 

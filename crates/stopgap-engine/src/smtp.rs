@@ -171,6 +171,44 @@ impl SmtpInspector {
             && self.out.is_empty()
     }
 
+    /// Whether the client is part-way through a command line or a message.
+    #[must_use]
+    pub fn client_in_message(&self) -> bool {
+        self.commands.pending() > 0 || matches!(self.mode, Mode::Message { .. } | Mode::Bdat(_))
+    }
+
+    /// Whether a command or message still waits for the server's reply.
+    #[must_use]
+    pub fn awaiting_upstream(&self) -> bool {
+        self.pending.iter().any(|p| {
+            matches!(
+                p,
+                Pending::Greeting
+                    | Pending::Forwarded { .. }
+                    | Pending::ServerData { .. }
+                    | Pending::MessageEnd
+                    | Pending::Swallow
+            )
+        })
+    }
+
+    /// A timer of the proxy fired: `421` and close.
+    pub fn timed_out(&mut self, what: crate::Timeout) {
+        let anomaly = match what {
+            crate::Timeout::Upstream => "upstream_timeout",
+            _ => "client_timeout",
+        };
+        let mut e = self.base_event(event::PROTOCOL_VIOLATION, None);
+        e.anomaly = Some(anomaly);
+        e.outcome = "timed_out".into();
+        e.status = Some(421);
+        self.out.push_back(Output::Audit(Box::new(e)));
+        self.out.push_back(Output::ToClient(Bytes::from_static(
+            b"421 4.4.2 Timeout, closing transmission channel\r\n",
+        )));
+        self.close();
+    }
+
     /// The upstream cannot be reached: the client gets `421` and the connection closes.
     pub fn upstream_failed(&mut self, reason: &str) {
         let mut e = self.base_event(event::UPSTREAM_ERROR, None);

@@ -14,6 +14,11 @@
 //! inspection_window = 65536
 //! connect_timeout_ms = 5000
 //! shutdown_timeout_ms = 10000   # how long SIGTERM waits for in-flight requests
+//! client_timeout_ms = 30000     # a client silent part-way through a message: 408 / 421
+//! idle_timeout_ms = 60000       # a connection silent between messages: closed
+//! upstream_timeout_ms = 60000   # an upstream silent while it owes an answer: 504 / 421
+//! max_connections = 10000       # per listener; over it: 503 / 421
+//! max_connections_per_source = 256
 //!
 //! [admin]                        # optional; defaults shown
 //! listen = "127.0.0.1:9190"      # or "off"
@@ -33,6 +38,7 @@
 //! upstream = "127.0.0.1:8081"
 //! protocol = "http"              # or "ftp", "smtp"
 //! unknown_assets = "protect"     # or "skip" (default: the asset inventory's setting)
+//! failure_policy = "fail_closed" # or "fail_open": when a connection's inspection fails
 //! ```
 
 use std::net::SocketAddr;
@@ -57,6 +63,10 @@ pub const MIN_MAX_REQUEST_LINE: usize = 256;
 pub const MAX_MAX_HEADERS: usize = 10_000;
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default most connections per listener.
+pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
+/// Default most connections per listener from one source address.
+pub const DEFAULT_MAX_CONNECTIONS_PER_SOURCE: u32 = 256;
 /// Default bound on how long a graceful shutdown waits for in-flight requests.
 pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default admin API address.
@@ -126,6 +136,8 @@ pub struct ListenerConfig {
     /// Patches for servers of unknown product: `protect` (apply) or `skip`; `None`: the
     /// inventory's setting.
     pub unknown_assets: Option<stopgap_assets::UnknownPolicy>,
+    /// What to do when a connection's inspection fails.
+    pub failure_policy: crate::pump::FailurePolicy,
     /// Address to accept clients on.
     pub listen: SocketAddr,
     /// Upstream server address.
@@ -147,6 +159,12 @@ pub struct GatewayConfig {
     pub connect_timeout: Duration,
     /// FTP: longest command line accepted (longer ones get `500` and are discarded).
     pub ftp_max_line: usize,
+    /// Connection timers.
+    pub timeouts: crate::pump::Timeouts,
+    /// Most connections open at once per listener.
+    pub max_connections: u64,
+    /// Most connections open at once per listener from one source address.
+    pub max_connections_per_source: u32,
     /// Bound on a graceful shutdown.
     pub shutdown_timeout: Duration,
     /// Admin API.
@@ -166,6 +184,7 @@ impl GatewayConfig {
                 name: "quick".into(),
                 protocol: Protocol::Http,
                 unknown_assets: None,
+                failure_policy: crate::pump::FailurePolicy::FailClosed,
                 listen,
                 upstream,
             }],
@@ -174,6 +193,9 @@ impl GatewayConfig {
             inspector: InspectorConfig::default(),
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             ftp_max_line: stopgap_proto::ftp::DEFAULT_MAX_COMMAND_LINE,
+            timeouts: crate::pump::Timeouts::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin: AdminConfig::default(),
             state_dir: None,
@@ -254,6 +276,11 @@ struct RawLimits {
     connect_timeout_ms: Option<Spanned<i64>>,
     shutdown_timeout_ms: Option<Spanned<i64>>,
     ftp_max_command_line: Option<Spanned<i64>>,
+    client_timeout_ms: Option<Spanned<i64>>,
+    idle_timeout_ms: Option<Spanned<i64>>,
+    upstream_timeout_ms: Option<Spanned<i64>>,
+    max_connections: Option<Spanned<i64>>,
+    max_connections_per_source: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -264,6 +291,7 @@ struct RawListener {
     upstream: Spanned<String>,
     protocol: Option<Spanned<String>>,
     unknown_assets: Option<Spanned<String>>,
+    failure_policy: Option<Spanned<String>>,
 }
 
 /// Reads and validates a configuration file; every problem is reported.
@@ -316,6 +344,9 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
     let mut connect_timeout = DEFAULT_CONNECT_TIMEOUT;
     let mut shutdown_timeout = DEFAULT_SHUTDOWN_TIMEOUT;
     let mut ftp_max_line = stopgap_proto::ftp::DEFAULT_MAX_COMMAND_LINE;
+    let mut timeouts = crate::pump::Timeouts::default();
+    let mut max_connections = DEFAULT_MAX_CONNECTIONS;
+    let mut max_connections_per_source = DEFAULT_MAX_CONNECTIONS_PER_SOURCE;
     if let Some(l) = raw.limits {
         let mut bounded =
             |v: &Option<Spanned<i64>>, min: usize, max: usize, name: &str| -> Option<usize> {
@@ -361,6 +392,32 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         }
         if let Some(n) = bounded(&l.ftp_max_command_line, 64, 65_536, "ftp_max_command_line") {
             ftp_max_line = n;
+        }
+        let ms = |n: usize| Duration::from_millis(n as u64);
+        if let Some(n) = bounded(&l.client_timeout_ms, 100, 3_600_000, "client_timeout_ms") {
+            timeouts.client = ms(n);
+        }
+        if let Some(n) = bounded(&l.idle_timeout_ms, 100, 86_400_000, "idle_timeout_ms") {
+            timeouts.idle = ms(n);
+        }
+        if let Some(n) = bounded(
+            &l.upstream_timeout_ms,
+            100,
+            3_600_000,
+            "upstream_timeout_ms",
+        ) {
+            timeouts.upstream = ms(n);
+        }
+        if let Some(n) = bounded(&l.max_connections, 1, 1_000_000, "max_connections") {
+            max_connections = n as u64;
+        }
+        if let Some(n) = bounded(
+            &l.max_connections_per_source,
+            1,
+            1_000_000,
+            "max_connections_per_source",
+        ) {
+            max_connections_per_source = n as u32;
         }
     }
     let mut admin = AdminConfig::default();
@@ -469,7 +526,24 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
                     None
                 }
             };
+            let failure_policy = match l
+                .failure_policy
+                .as_ref()
+                .map(|u| (u.get_ref().as_str(), u.span()))
+            {
+                None | Some(("fail_closed", _)) => crate::pump::FailurePolicy::FailClosed,
+                Some(("fail_open", _)) => crate::pump::FailurePolicy::FailOpen,
+                Some((other, span)) => {
+                    err(
+                        span.start,
+                        format!("unknown failure policy `{other}`"),
+                        "failure_policy is \"fail_closed\" or \"fail_open\"",
+                    );
+                    crate::pump::FailurePolicy::FailClosed
+                }
+            };
             listeners.push(ListenerConfig {
+                failure_policy,
                 unknown_assets,
                 protocol,
                 name: l.name.clone().unwrap_or_else(|| format!("listener-{i}")),
@@ -488,6 +562,9 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         inspector,
         connect_timeout,
         ftp_max_line,
+        timeouts,
+        max_connections,
+        max_connections_per_source,
         shutdown_timeout,
         admin,
         state_dir,

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use arc_swap::ArcSwap;
 use stopgap_engine::{
     FlowInspector, FlowMeta, FtpInspector, InspectorConfig, Output, Session, Side, SmtpInspector,
+    Timeout,
 };
 use stopgap_patch::PatchSet;
 use stopgap_patch::Protocol;
@@ -39,6 +40,104 @@ pub struct ListenerSettings {
     pub connect_timeout: Duration,
     /// FTP: longest command line.
     pub ftp_max_line: usize,
+    /// Timers of a connection.
+    pub timeouts: Timeouts,
+}
+
+/// How long a connection may stay silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Timeouts {
+    /// The client, part-way through a message (slowloris, slow bodies): `408` / `421`.
+    pub client: Duration,
+    /// The client, between messages: the connection is closed.
+    pub idle: Duration,
+    /// The upstream, while it owes an answer: `504` / `421`.
+    pub upstream: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Self {
+            client: Duration::from_secs(30),
+            idle: Duration::from_secs(60),
+            upstream: Duration::from_secs(60),
+        }
+    }
+}
+
+/// What to do with a connection whose inspection fails (a panic, isolated to it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum FailurePolicy {
+    /// Refuse: `500` (HTTP) or `421` (FTP, SMTP) and close.
+    #[default]
+    FailClosed,
+    /// Pass the rest of the connection through uninspected, logged.
+    FailOpen,
+}
+
+/// Connection limits of a listener, shared by its connections.
+#[derive(Debug)]
+pub struct ConnectionLimits {
+    /// Most connections open at once on the listener.
+    pub max: u64,
+    /// Most connections open at once from one source address.
+    pub max_per_source: u32,
+    open: AtomicU64,
+    per_source: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, u32>>,
+}
+
+impl ConnectionLimits {
+    /// Limits with nothing open yet.
+    #[must_use]
+    pub fn new(max: u64, max_per_source: u32) -> Self {
+        Self {
+            max,
+            max_per_source,
+            open: AtomicU64::new(0),
+            per_source: std::sync::Mutex::default(),
+        }
+    }
+
+    /// Takes a slot for `source`; `Err` names the limit reached.
+    fn admit(self: &Arc<Self>, source: std::net::IpAddr) -> Result<Slot, &'static str> {
+        let mut per = self.per_source.lock().unwrap_or_else(|p| p.into_inner());
+        if self.open.load(Ordering::Acquire) >= self.max {
+            return Err("max_connections");
+        }
+        let n = per.entry(source).or_insert(0);
+        if *n >= self.max_per_source {
+            return Err("max_connections_per_source");
+        }
+        *n += 1;
+        self.open.fetch_add(1, Ordering::AcqRel);
+        Ok(Slot {
+            limits: self.clone(),
+            source,
+        })
+    }
+}
+
+/// A connection's place within the limits, given back when it ends.
+struct Slot {
+    limits: Arc<ConnectionLimits>,
+    source: std::net::IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut per = self
+            .limits
+            .per_source
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per.get_mut(&self.source) {
+            *n -= 1;
+            if *n == 0 {
+                per.remove(&self.source);
+            }
+        }
+        self.limits.open.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Tells connections to finish: set once, on shutdown.
@@ -118,6 +217,10 @@ pub struct ListenerRuntime {
     pub drain: Drain,
     /// Open connections of the whole gateway (for a bounded graceful shutdown).
     pub open: Arc<AtomicU64>,
+    /// This listener's connection limits.
+    pub limits: Arc<ConnectionLimits>,
+    /// What to do when a connection's inspection fails.
+    pub failure_policy: FailurePolicy,
 }
 
 /// Decrements the open-connection counts when a connection task ends, however it ends.
@@ -143,6 +246,13 @@ pub async fn serve_listener(listener: TcpListener, rt: ListenerRuntime) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                let slot = match rt.limits.admit(peer.ip()) {
+                    Ok(slot) => slot,
+                    Err(limit) => {
+                        refuse_over_limit(stream, peer, limit, &rt);
+                        continue;
+                    }
+                };
                 let rt = rt.clone();
                 rt.open.fetch_add(1, Ordering::AcqRel);
                 rt.metrics.active.inc();
@@ -153,6 +263,7 @@ pub async fn serve_listener(listener: TcpListener, rt: ListenerRuntime) {
                 };
                 tokio::spawn(async move {
                     let _guard = guard;
+                    let _slot = slot;
                     let id = NEXT_FLOW.fetch_add(1, Ordering::Relaxed);
                     if let Err(e) = handle_connection(stream, peer, id, rt).await {
                         tracing::debug!(flow = id, "connection ended: {e}");
@@ -166,6 +277,157 @@ pub async fn serve_listener(listener: TcpListener, rt: ListenerRuntime) {
             }
         }
     }
+}
+
+/// Answers a connection over a limit with the protocol's refusal, and records it.
+fn refuse_over_limit(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    limit: &'static str,
+    rt: &ListenerRuntime,
+) {
+    let reply: &'static [u8] = match rt.protocol {
+        Protocol::Http => b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n503 Service Unavailable\n",
+        Protocol::Ftp => b"421 Too many connections, try again later.\r\n",
+        Protocol::Smtp => b"421 4.7.0 Too many connections, try again later\r\n",
+    };
+    rt.audit.record(stopgap_engine::AuditEvent {
+        event: stopgap_engine::audit::event::PROTOCOL_VIOLATION,
+        client: peer.to_string(),
+        upstream: rt.settings.load().upstream.to_string(),
+        anomaly: Some(limit),
+        outcome: "refused".into(),
+        status: Some(match rt.protocol {
+            Protocol::Http => 503,
+            _ => 421,
+        }),
+        detail: Some(format!("connection limit {limit} reached")),
+        ..stopgap_engine::AuditEvent::default()
+    });
+    tokio::spawn(async move {
+        let _ = stream.write_all(reply).await;
+        let _ = stream.shutdown().await;
+    });
+}
+
+/// What is left of a connection whose inspection panicked.
+type Halves = (
+    tokio::net::tcp::OwnedReadHalf,
+    tokio::net::tcp::OwnedWriteHalf,
+    Option<tokio::net::tcp::OwnedReadHalf>,
+    Option<tokio::net::tcp::OwnedWriteHalf>,
+);
+
+/// Applies the failure policy to a connection whose inspection of client bytes `data`
+/// panicked (the panic is contained to this connection).
+#[allow(clippy::too_many_arguments)]
+async fn fail(
+    id: u64,
+    peer: SocketAddr,
+    rt: &ListenerRuntime,
+    data: &[u8],
+    client_r: tokio::net::tcp::OwnedReadHalf,
+    client_w: tokio::net::tcp::OwnedWriteHalf,
+    server_r: Option<tokio::net::tcp::OwnedReadHalf>,
+    server_w: Option<tokio::net::tcp::OwnedWriteHalf>,
+) -> std::io::Result<()> {
+    apply_failure_policy(
+        id,
+        peer,
+        rt,
+        Some(data),
+        None,
+        (client_r, client_w, server_r, server_w),
+    )
+    .await
+}
+
+/// The same for a panic while inspecting server bytes `data`.
+#[allow(clippy::too_many_arguments)]
+async fn fail_server_side(
+    id: u64,
+    peer: SocketAddr,
+    rt: &ListenerRuntime,
+    data: &[u8],
+    client_r: tokio::net::tcp::OwnedReadHalf,
+    client_w: tokio::net::tcp::OwnedWriteHalf,
+    server_r: Option<tokio::net::tcp::OwnedReadHalf>,
+    server_w: Option<tokio::net::tcp::OwnedWriteHalf>,
+) -> std::io::Result<()> {
+    apply_failure_policy(
+        id,
+        peer,
+        rt,
+        None,
+        Some(data),
+        (client_r, client_w, server_r, server_w),
+    )
+    .await
+}
+
+async fn apply_failure_policy(
+    id: u64,
+    peer: SocketAddr,
+    rt: &ListenerRuntime,
+    from_client: Option<&[u8]>,
+    from_server: Option<&[u8]>,
+    halves: Halves,
+) -> std::io::Result<()> {
+    let (mut client_r, mut client_w, server_r, server_w) = halves;
+    let open = rt.failure_policy == FailurePolicy::FailOpen && server_w.is_some();
+    rt.audit.record(stopgap_engine::AuditEvent {
+        event: stopgap_engine::audit::event::PROTOCOL_VIOLATION,
+        flow: id,
+        client: peer.to_string(),
+        upstream: rt.settings.load().upstream.to_string(),
+        anomaly: Some("inspection_failed"),
+        outcome: if open { "passed_uninspected" } else { "refused" }.into(),
+        detail: Some(
+            "the inspection of this connection failed (a panic, contained to it); failure policy applied"
+                .into(),
+        ),
+        ..stopgap_engine::AuditEvent::default()
+    });
+    tracing::error!(flow = id, "inspection failed; applying the failure policy");
+    if !open {
+        let reply: &[u8] = match rt.protocol {
+            Protocol::Http => b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 26\r\nConnection: close\r\n\r\n500 Internal Server Error\n",
+            Protocol::Ftp => b"421 Service not available, closing control connection.\r\n",
+            Protocol::Smtp => b"421 4.3.0 Service not available, closing transmission channel\r\n",
+        };
+        let _ = client_w.write_all(reply).await;
+        let _ = client_w.shutdown().await;
+        return Ok(());
+    }
+    // Fail open: the rest of the connection passes through untouched.
+    let (Some(mut server_r), Some(mut server_w)) = (server_r, server_w) else {
+        return Ok(());
+    };
+    if let Some(d) = from_client {
+        server_w.write_all(d).await?;
+    }
+    if let Some(d) = from_server {
+        client_w.write_all(d).await?;
+    }
+    let up = tokio::io::copy(&mut client_r, &mut server_w);
+    let down = tokio::io::copy(&mut server_r, &mut client_w);
+    let _ = tokio::join!(up, down);
+    Ok(())
+}
+
+/// The test-only fault hook: when `STOPGAP_FAULT_PANIC_MARKER` is set, client bytes that
+/// contain it make the inspection of that connection panic (to test isolation and the
+/// failure policy). Without the variable nothing happens.
+fn fault_marker() -> Option<&'static [u8]> {
+    static MARKER: std::sync::OnceLock<Option<Vec<u8>>> = std::sync::OnceLock::new();
+    MARKER
+        .get_or_init(|| {
+            std::env::var("STOPGAP_FAULT_PANIC_MARKER")
+                .ok()
+                .filter(|m| !m.is_empty())
+                .map(String::into_bytes)
+        })
+        .as_deref()
 }
 
 async fn handle_connection(
@@ -226,6 +488,9 @@ async fn handle_connection(
     let mut sbuf = vec![0u8; READ_BUFFER];
     let mut client_open = true;
     let mut shutdown_server_when_idle = false;
+    let mut last_client = Instant::now();
+    let mut last_server = Instant::now();
+    let timeouts = settings.timeouts;
     loop {
         let server_open = server_r.is_some();
         if !client_open && !server_open {
@@ -235,9 +500,24 @@ async fn handle_connection(
             // Shutting down and between messages: close now; no request is cut.
             break;
         }
+        // The timer that applies now: a client part-way through a message, an upstream that
+        // owes an answer, or an idle connection.
+        let (deadline, which) = if client_open && insp.client_in_message() {
+            (last_client + timeouts.client, Timeout::Client)
+        } else if server_open && insp.awaiting_upstream() {
+            (
+                last_server.max(last_client) + timeouts.upstream,
+                Timeout::Upstream,
+            )
+        } else {
+            (last_client.max(last_server) + timeouts.idle, Timeout::Idle)
+        };
         let mut forwarded_head_at = None;
         tokio::select! {
             () = drain.wait(), if !drain.is_set() => continue,
+            () = tokio::time::sleep_until(deadline.into()) => {
+                insp.timed_out(which);
+            }
             r = client_r.read(&mut cbuf), if client_open => {
                 match r {
                     Ok(0) | Err(_) => {
@@ -256,10 +536,20 @@ async fn handle_connection(
                     }
                     Ok(n) => {
                         let read_at = Instant::now();
+                        last_client = read_at;
                         rt.metrics.bytes_from_client.inc_by(n as u64);
                         let before = insp.requests();
                         let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full(), rt.unknown_assets);
-                        insp.handle_data(Side::Client, &cbuf[..n], &snapshot);
+                        let data = &cbuf[..n];
+                        let inspected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            if fault_marker().is_some_and(|m| data.windows(m.len()).any(|w| w == m)) {
+                                panic!("injected fault (STOPGAP_FAULT_PANIC_MARKER)");
+                            }
+                            insp.handle_data(Side::Client, data, &snapshot);
+                        }));
+                        if inspected.is_err() {
+                            return fail(id, peer, &rt, data, client_r, client_w, server_r, server_w).await;
+                        }
                         let new_requests = insp.requests() - before;
                         if new_requests > 0 {
                             rt.metrics.requests.inc_by(new_requests);
@@ -275,9 +565,17 @@ async fn handle_connection(
                         insp.handle_eof(Side::Server);
                     }
                     Ok(n) => {
+                        last_server = Instant::now();
                         rt.metrics.bytes_from_server.inc_by(n as u64);
                         let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full(), rt.unknown_assets);
-                        insp.handle_data(Side::Server, &sbuf[..n], &snapshot);
+                        let data = &sbuf[..n];
+                        let inspected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            insp.handle_data(Side::Server, data, &snapshot);
+                        }));
+                        if inspected.is_err() {
+                            let rest = data.to_vec();
+                            return fail_server_side(id, peer, &rt, &rest, client_r, client_w, server_r, server_w).await;
+                        }
                     }
                 }
             }

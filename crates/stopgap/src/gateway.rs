@@ -140,6 +140,7 @@ fn config_reload(
                             inspector: new.inspector,
                             connect_timeout: new.connect_timeout,
                             ftp_max_line: new.ftp_max_line,
+                            timeouts: new.timeouts,
                         },
                     ));
                 }
@@ -242,12 +243,18 @@ pub async fn start(
             inspector: cfg.inspector,
             connect_timeout: cfg.connect_timeout,
             ftp_max_line: cfg.ftp_max_line,
+            timeouts: cfg.timeouts,
         }));
         settings_cells.push(settings.clone());
         let (drain_rx, open) = drain.drain();
         tokio::spawn(serve_listener(
             listener,
             ListenerRuntime {
+                limits: Arc::new(stopgap_proxy::pump::ConnectionLimits::new(
+                    cfg.max_connections,
+                    cfg.max_connections_per_source,
+                )),
+                failure_policy: l.failure_policy,
                 unknown_assets: l.unknown_assets,
                 assets: assets.clone(),
                 protocol: l.protocol,

@@ -1,0 +1,256 @@
+//! End-to-end hardening: timeouts (slowloris, idle, silent upstream), connection limits, and a
+//! panic in one connection's inspection contained to it under either failure policy.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::process::Command;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use stopgap_proto::http1::{parse_request_head, BodyDecoder, Limits};
+
+mod support;
+use support::{free_port, repo, wait_for_port, Proc, TempDir};
+
+/// An upstream answering every request with 200 `ok` (or never answering when `mute`), and
+/// counting the requests it received.
+fn upstream(mute: bool) -> (u16, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let count = Arc::new(AtomicU64::new(0));
+    let c = count.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            let c = c.clone();
+            std::thread::spawn(move || {
+                let limits = Limits::default();
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 16384];
+                loop {
+                    while let Ok(Some(head)) = parse_request_head(&buf, &limits) {
+                        let Ok(framing) = head.framing() else { return };
+                        let mut d = BodyDecoder::new(framing, &limits);
+                        let Ok(p) = d.decode(&buf[head.raw().len()..], |_| {}) else {
+                            return;
+                        };
+                        if !p.done {
+                            break;
+                        }
+                        c.fetch_add(1, Ordering::SeqCst);
+                        buf.drain(..head.raw().len() + p.consumed);
+                        if !mute
+                            && s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                                .is_err()
+                        {
+                            return;
+                        }
+                    }
+                    match s.read(&mut chunk) {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => buf.extend_from_slice(&chunk[..n]),
+                    }
+                }
+            });
+        }
+    });
+    (port, count)
+}
+
+struct Gw {
+    port: u16,
+    dir: TempDir,
+    _proc: Proc,
+}
+
+impl Gw {
+    /// A gateway from a config file with `limits` (TOML lines) and `listener_extra`.
+    fn start(up: u16, limits: &str, listener_extra: &str, env: &[(&str, &str)]) -> Self {
+        let dir = TempDir::new("hardening");
+        let port = free_port();
+        let conf = dir.0.join("stopgap.toml");
+        std::fs::write(
+            &conf,
+            format!(
+                "[patches]\ndir = \"{}\"\n[audit]\nlog = \"audit.jsonl\"\n[admin]\nlisten = \"off\"\n\
+                 [state]\ndir = \"state\"\n[limits]\n{limits}\n[[listener]]\nname = \"web\"\n\
+                 listen = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{up}\"\n{listener_extra}\n",
+                repo().join("patches").display()
+            ),
+        )
+        .unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_stopgap"));
+        cmd.args(["serve", "--config"])
+            .arg(&conf)
+            .env("STOPGAP_LOG", "error");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        wait_for_port(port, &mut child, "stopgap");
+        Self {
+            port,
+            dir,
+            _proc: Proc(child),
+        }
+    }
+
+    fn connect(&self) -> TcpStream {
+        let s = TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s
+    }
+
+    fn anomalies(&self) -> Vec<String> {
+        std::thread::sleep(Duration::from_millis(200));
+        std::fs::read_to_string(self.dir.0.join("audit.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+                Some(format!(
+                    "{} {}",
+                    v["anomaly"].as_str()?,
+                    v["outcome"].as_str()?
+                ))
+            })
+            .collect()
+    }
+}
+
+fn read_all(s: &mut TcpStream) -> String {
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends a request and reads one response: the head, and the `ok` body of a 200.
+fn exchange(s: &mut TcpStream, req: &[u8]) -> String {
+    s.write_all(req).unwrap();
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let text = String::from_utf8_lossy(&out).into_owned();
+        if let Some(end) = text.find("\r\n\r\n") {
+            if !text.starts_with("HTTP/1.1 200") || text[end + 4..].len() >= 2 {
+                return text;
+            }
+        }
+        match s.read(&mut buf) {
+            Ok(0) | Err(_) => return text,
+            Ok(n) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+const GET: &[u8] = b"GET / HTTP/1.1\r\nHost: t\r\n\r\n";
+
+#[test]
+fn slowloris_gets_408_idle_connections_close_and_a_silent_upstream_gets_504() {
+    let (up, _) = upstream(false);
+    let gw = Gw::start(
+        up,
+        "client_timeout_ms = 400\nidle_timeout_ms = 600",
+        "",
+        &[],
+    );
+    // Slowloris: a head that never ends.
+    let mut s = gw.connect();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nX-a: 1\r\n")
+        .unwrap();
+    let t = Instant::now();
+    let reply = read_all(&mut s);
+    assert!(reply.starts_with("HTTP/1.1 408 "), "{reply}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    // Idle between requests: closed without a word.
+    let mut s = gw.connect();
+    assert!(exchange(&mut s, GET).ends_with("ok"));
+    assert_eq!(read_all(&mut s), "", "closed after the idle timeout");
+
+    let (mute, received) = upstream(true);
+    let gw2 = Gw::start(mute, "upstream_timeout_ms = 400", "", &[]);
+    let mut s = gw2.connect();
+    s.write_all(GET).unwrap();
+    let reply = read_all(&mut s);
+    assert!(reply.starts_with("HTTP/1.1 504 "), "{reply}");
+    assert_eq!(received.load(Ordering::SeqCst), 1);
+
+    let a = gw.anomalies();
+    assert!(a.contains(&"client_timeout timed_out".to_string()), "{a:?}");
+    assert!(gw2
+        .anomalies()
+        .contains(&"upstream_timeout timed_out".to_string()));
+}
+
+#[test]
+fn connections_over_the_per_source_limit_get_503_and_slots_are_given_back() {
+    let (up, _) = upstream(false);
+    let gw = Gw::start(up, "max_connections_per_source = 2", "", &[]);
+    // The readiness probe of the start was a connection too; let the gateway see it end.
+    std::thread::sleep(Duration::from_millis(300));
+    let mut a = gw.connect();
+    let mut b = gw.connect();
+    assert!(exchange(&mut a, GET).ends_with("ok"));
+    assert!(exchange(&mut b, GET).ends_with("ok"));
+    let mut c = gw.connect();
+    let reply = read_all(&mut c);
+    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
+    drop(a);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut d = gw.connect();
+    assert!(
+        exchange(&mut d, GET).ends_with("ok"),
+        "a slot was given back"
+    );
+    assert!(
+        exchange(&mut b, GET).ends_with("ok"),
+        "the others are untouched"
+    );
+    let a = gw.anomalies();
+    assert!(
+        a.contains(&"max_connections_per_source refused".to_string()),
+        "{a:?}"
+    );
+}
+
+fn panic_isolation(policy: &str) -> (String, u64, Vec<String>) {
+    let (up, received) = upstream(false);
+    let gw = Gw::start(
+        up,
+        "",
+        &format!("failure_policy = \"{policy}\""),
+        &[("STOPGAP_FAULT_PANIC_MARKER", "x-inject-fault")],
+    );
+    let mut healthy = gw.connect();
+    assert!(exchange(&mut healthy, GET).ends_with("ok"));
+    let mut faulty = gw.connect();
+    let reply = exchange(
+        &mut faulty,
+        b"GET /x HTTP/1.1\r\nHost: t\r\nX-Inject-Fault: x-inject-fault\r\n\r\n",
+    );
+    // The other connection never noticed.
+    for _ in 0..3 {
+        assert!(exchange(&mut healthy, GET).ends_with("ok"));
+    }
+    (reply, received.load(Ordering::SeqCst), gw.anomalies())
+}
+
+#[test]
+fn a_panic_in_one_inspection_is_contained_and_the_failure_policy_applies() {
+    let (reply, received, anomalies) = panic_isolation("fail_closed");
+    assert!(reply.starts_with("HTTP/1.1 500 "), "{reply}");
+    assert_eq!(received, 4, "the failed request never reached the server");
+    assert!(
+        anomalies.contains(&"inspection_failed refused".to_string()),
+        "{anomalies:?}"
+    );
+
+    let (reply, received, anomalies) = panic_isolation("fail_open");
+    assert!(reply.ends_with("ok"), "passed uninspected: {reply}");
+    assert_eq!(received, 5);
+    assert!(
+        anomalies.contains(&"inspection_failed passed_uninspected".to_string()),
+        "{anomalies:?}"
+    );
+}
