@@ -35,6 +35,8 @@ pub struct AdminApi {
     pub assets: Arc<stopgap_assets::Assets>,
     /// Where imported facts are kept across restarts.
     pub imports_file: std::path::PathBuf,
+    /// Strikes and bans per source address.
+    pub escalation: Arc<stopgap_proxy::escalation::Escalation>,
     /// Accepted tokens.
     pub tokens: Vec<Token>,
     /// Whether read-only calls need no token (the API listens on loopback).
@@ -90,6 +92,7 @@ pub fn router(api: Shared) -> Router {
         .route("/v1/reload", post(reload))
         .route("/v1/audit", get(audit))
         .route("/v1/assets", get(assets))
+        .route("/v1/bans", get(bans))
         .route("/v1/assets/import", post(import_assets))
         .route("/metrics", get(metrics))
         .fallback(not_found)
@@ -411,6 +414,30 @@ pub fn load_imports(
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Vec::new()),
         Err(e) => Err(format!("{}: {e}", path.display())),
     }
+}
+
+async fn bans(
+    State(api): State<Shared>,
+    ConnectInfo(remote): ConnectInfo<SocketAddr>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+) -> ApiResult {
+    api.authorize(&headers, remote, &method, &uri, false)
+        .await?;
+    let c = api.escalation.config();
+    let mode = match c.mode {
+        stopgap_proxy::escalation::EscalationMode::Off => "off",
+        stopgap_proxy::escalation::EscalationMode::Monitor => "monitor",
+        stopgap_proxy::escalation::EscalationMode::Enforce => "enforce",
+    };
+    Ok(Json(json!({
+        "mode": mode,
+        "strikes": c.strikes,
+        "window_s": c.window.as_secs(),
+        "ban_s": c.ban.as_secs(),
+        "bans": api.escalation.bans(std::time::Instant::now()),
+    })))
 }
 
 async fn metrics(

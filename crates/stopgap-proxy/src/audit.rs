@@ -45,6 +45,8 @@ pub mod control_event {
     pub const LIFECYCLE: &str = "lifecycle";
     /// A patch was retired for a server (its fixed version was observed) or re-engaged.
     pub const ASSET: &str = "asset";
+    /// A source address was banned for repeated exploit attempts, or its ban ended.
+    pub const ESCALATION: &str = "escalation";
 }
 
 /// One control-plane event: who changed what, from which state to which, and the result.

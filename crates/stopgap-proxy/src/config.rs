@@ -29,6 +29,13 @@
 //! [assets]                       # optional: the asset inventory (docs/assets.md)
 //! file = "assets.toml"
 //!
+//! [escalation]                   # optional: repeat offenders (docs/configuration.md)
+//! mode = "enforce"               # off (default) | monitor | enforce
+//! strikes = 5                    # neutralised attempts ...
+//! window_s = 60                  # ... within this many seconds ...
+//! ban_s = 600                    # ... refuse the source this long
+//! allow = ["10.0.0.0/8"]         # never banned
+//!
 //! [state]                        # optional
 //! dir = "/var/lib/stopgap"       # patch states, default token, lock (default: see below)
 //!
@@ -173,6 +180,8 @@ pub struct GatewayConfig {
     pub state_dir: Option<PathBuf>,
     /// The asset inventory (`assets.toml`), if any.
     pub assets_file: Option<PathBuf>,
+    /// Attacker escalation.
+    pub escalation: crate::escalation::EscalationConfig,
 }
 
 impl GatewayConfig {
@@ -200,6 +209,7 @@ impl GatewayConfig {
             admin: AdminConfig::default(),
             state_dir: None,
             assets_file: None,
+            escalation: crate::escalation::EscalationConfig::default(),
         }
     }
 
@@ -224,6 +234,8 @@ struct RawConfig {
     state: Option<RawState>,
     #[serde(default)]
     assets: Option<RawAssets>,
+    #[serde(default)]
+    escalation: Option<RawEscalation>,
     listener: Vec<RawListener>,
 }
 
@@ -246,6 +258,17 @@ struct RawToken {
 #[serde(deny_unknown_fields)]
 struct RawState {
     dir: String,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEscalation {
+    mode: Option<Spanned<String>>,
+    strikes: Option<Spanned<i64>>,
+    window_s: Option<Spanned<i64>>,
+    ban_s: Option<Spanned<i64>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -462,6 +485,68 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         }
     }
     let state_dir = raw.state.map(|s| base.join(s.dir));
+    let mut escalation = crate::escalation::EscalationConfig::default();
+    if let Some(e) = raw.escalation {
+        use crate::escalation::EscalationMode;
+        escalation.mode = match e.mode.as_ref().map(|m| (m.get_ref().as_str(), m.span())) {
+            None | Some(("off", _)) => EscalationMode::Off,
+            Some(("monitor", _)) => EscalationMode::Monitor,
+            Some(("enforce", _)) => EscalationMode::Enforce,
+            Some((other, span)) => {
+                err(
+                    span.start,
+                    format!("unknown escalation mode `{other}`"),
+                    "mode is \"off\", \"monitor\" or \"enforce\"",
+                );
+                EscalationMode::Off
+            }
+        };
+        let mut positive = |v: &Option<Spanned<i64>>, name: &str, max: i64| -> Option<u64> {
+            let v = v.as_ref()?;
+            if (1..=max).contains(v.get_ref()) {
+                Some(*v.get_ref() as u64)
+            } else {
+                err(
+                    v.span().start,
+                    format!("{name} = {} is out of range", v.get_ref()),
+                    &format!("{name} must be between 1 and {max}"),
+                );
+                None
+            }
+        };
+        if let Some(n) = positive(&e.strikes, "strikes", 1_000_000) {
+            escalation.strikes = n as u32;
+        }
+        if let Some(n) = positive(&e.window_s, "window_s", 86_400) {
+            escalation.window = Duration::from_secs(n);
+        }
+        if let Some(n) = positive(&e.ban_s, "ban_s", 30 * 86_400) {
+            escalation.ban = Duration::from_secs(n);
+        }
+        for a in &e.allow {
+            let text = a.get_ref();
+            let parsed = match text.split_once('/') {
+                Some((ip, len)) => ip
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .zip(len.parse::<u8>().ok()),
+                None => text
+                    .parse::<std::net::IpAddr>()
+                    .ok()
+                    .map(|ip| (ip, if ip.is_ipv4() { 32 } else { 128 })),
+            };
+            match parsed {
+                Some((ip, len)) if len <= if ip.is_ipv4() { 32 } else { 128 } => {
+                    escalation.allow.push((ip, len))
+                }
+                _ => err(
+                    a.span().start,
+                    format!("`{text}` is not an address or network"),
+                    "allow = [\"10.0.0.0/8\", \"192.0.2.7\"]",
+                ),
+            }
+        }
+    }
     let assets_file = raw.assets.map(|a| {
         let f = base.join(a.file.get_ref());
         if !f.is_file() {
@@ -569,6 +654,7 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         admin,
         state_dir,
         assets_file,
+        escalation,
     })
 }
 

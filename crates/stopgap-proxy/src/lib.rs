@@ -22,6 +22,7 @@
 
 pub mod audit;
 pub mod config;
+pub mod escalation;
 pub mod ftp_data;
 pub mod metrics;
 pub mod pump;

@@ -221,6 +221,41 @@ pub struct ListenerRuntime {
     pub limits: Arc<ConnectionLimits>,
     /// What to do when a connection's inspection fails.
     pub failure_policy: FailurePolicy,
+    /// Strikes and bans per source address.
+    pub escalation: Arc<crate::escalation::Escalation>,
+}
+
+/// The audit event of a ban or its end.
+fn escalation_event(change: &crate::escalation::Change, generation: u64) -> ControlEvent {
+    use crate::escalation::Change;
+    let (detail, result, new_state) = match change {
+        Change::Banned {
+            source,
+            strikes,
+            enforced,
+        } => (
+            format!(
+                "{source}: {strikes} neutralised attempts within the window: {}",
+                if *enforced {
+                    "refused until the ban ends"
+                } else {
+                    "would be refused (monitor)"
+                }
+            ),
+            "ok",
+            if *enforced { "banned" } else { "would_ban" },
+        ),
+        Change::Expired { source } => (format!("{source}: ban ended"), "ok", "expired"),
+    };
+    ControlEvent {
+        event: crate::audit::control_event::ESCALATION,
+        actor: "traffic".into(),
+        new_state: Some(new_state.into()),
+        generation,
+        result,
+        detail: Some(detail),
+        ..ControlEvent::default()
+    }
 }
 
 /// Decrements the open-connection counts when a connection task ends, however it ends.
@@ -246,6 +281,18 @@ pub async fn serve_listener(listener: TcpListener, rt: ListenerRuntime) {
         };
         match accepted {
             Ok((stream, peer)) => {
+                let (banned, change) = rt.escalation.check(peer.ip(), Instant::now());
+                if let Some(change) = change {
+                    let generation = rt.patches.load().generation;
+                    let _ = rt
+                        .audit
+                        .record_control(escalation_event(&change, generation))
+                        .await;
+                }
+                if banned {
+                    refuse_banned(stream, peer, &rt);
+                    continue;
+                }
                 let slot = match rt.limits.admit(peer.ip()) {
                     Ok(slot) => slot,
                     Err(limit) => {
@@ -413,6 +460,28 @@ async fn apply_failure_policy(
     let down = tokio::io::copy(&mut server_r, &mut client_w);
     let _ = tokio::join!(up, down);
     Ok(())
+}
+
+/// Answers a banned source and records it.
+fn refuse_banned(mut stream: TcpStream, peer: SocketAddr, rt: &ListenerRuntime) {
+    let (reply, status): (&'static [u8], u16) = match rt.protocol {
+        Protocol::Http => (b"HTTP/1.1 403 Forbidden\r\nContent-Type: text/plain\r\nContent-Length: 14\r\nConnection: close\r\n\r\n403 Forbidden\n", 403),
+        Protocol::Ftp => (b"421 Service not available for your address.\r\n", 421),
+        Protocol::Smtp => (b"554 5.7.1 Service not available for your address\r\n", 554),
+    };
+    rt.audit.record(stopgap_engine::AuditEvent {
+        event: stopgap_engine::audit::event::PROTOCOL_VIOLATION,
+        client: peer.to_string(),
+        upstream: rt.settings.load().upstream.to_string(),
+        anomaly: Some("source_banned"),
+        outcome: "refused".into(),
+        status: Some(status),
+        ..stopgap_engine::AuditEvent::default()
+    });
+    tokio::spawn(async move {
+        let _ = stream.write_all(reply).await;
+        let _ = stream.shutdown().await;
+    });
 }
 
 /// The test-only fault hook: when `STOPGAP_FAULT_PANIC_MARKER` is set, client bytes that
@@ -591,7 +660,26 @@ async fn handle_connection(
                     }
                 }
                 Output::ToClient(bytes) => client_w.write_all(&bytes).await?,
-                Output::Audit(event) => rt.audit.record(*event),
+                Output::Audit(event) => {
+                    let neutralised = event.event == stopgap_engine::audit::event::PATCH_MATCH
+                        && matches!(
+                            event.outcome.as_str(),
+                            "rejected" | "reset" | "stripped" | "truncated" | "replaced"
+                        );
+                    rt.audit.record(*event);
+                    if neutralised {
+                        if let Some(change) = rt.escalation.strike(peer.ip(), Instant::now()) {
+                            let generation = rt.patches.load().generation;
+                            if let Err(e) = rt
+                                .audit
+                                .record_control(escalation_event(&change, generation))
+                                .await
+                            {
+                                tracing::error!("cannot log a ban: {e}");
+                            }
+                        }
+                    }
+                }
                 Output::Banner(kind, text) => {
                     let base = rt.patches.load_full();
                     for t in rt.assets.observe(settings.upstream, kind, &text, &base) {

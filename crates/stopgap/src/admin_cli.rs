@@ -288,3 +288,34 @@ pub fn import(conn: &Connection, file: &std::path::Path) -> anyhow::Result<ExitC
         }
     })
 }
+
+/// `stopgap bans`
+pub fn bans(conn: &Connection) -> anyhow::Result<ExitCode> {
+    let reply = conn.client(false)?.get("/v1/bans")?;
+    finish(conn, &reply, |b| {
+        println!(
+            "escalation {}: {} neutralised attempts within {} s ban the source for {} s",
+            s(&b["mode"]),
+            s(&b["strikes"]),
+            s(&b["window_s"]),
+            s(&b["ban_s"])
+        );
+        let bans = b["bans"].as_array().cloned().unwrap_or_default();
+        if bans.is_empty() {
+            println!("no source banned");
+        }
+        for ban in bans {
+            println!(
+                "{:<40} {:>6} s left  {} strikes{}",
+                s(&ban["source"]),
+                s(&ban["remaining_s"]),
+                s(&ban["strikes"]),
+                if ban["enforced"] == Value::Bool(true) {
+                    ""
+                } else {
+                    "  (monitor: not refused)"
+                }
+            );
+        }
+    })
+}

@@ -223,6 +223,9 @@ pub async fn start(
         bound.push((l.clone(), bind(l.listen).await?));
     }
     let drain = DrainSwitch::new();
+    let escalation = Arc::new(stopgap_proxy::escalation::Escalation::new(
+        cfg.escalation.clone(),
+    ));
     let mut settings_cells = Vec::new();
     let mut listening = Vec::new();
     for (l, listener) in bound {
@@ -250,6 +253,7 @@ pub async fn start(
         tokio::spawn(serve_listener(
             listener,
             ListenerRuntime {
+                escalation: escalation.clone(),
                 limits: Arc::new(stopgap_proxy::pump::ConnectionLimits::new(
                     cfg.max_connections,
                     cfg.max_connections_per_source,
@@ -282,6 +286,7 @@ pub async fn start(
         read_only.as_deref(),
         &controller,
         &assets,
+        &escalation,
         admin_stopped,
     )
     .await?;
@@ -320,6 +325,7 @@ async fn start_admin(
     read_only: Option<&str>,
     controller: &Arc<Controller>,
     assets: &Arc<stopgap_assets::Assets>,
+    escalation: &Arc<stopgap_proxy::escalation::Escalation>,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<SocketAddr>> {
     let Some(addr) = cfg.admin.listen else {
@@ -352,6 +358,7 @@ async fn start_admin(
     };
     let local = listener.local_addr()?;
     let api = Arc::new(AdminApi {
+        escalation: escalation.clone(),
         imports_file: state_dir.join(IMPORTS_FILE),
         assets: assets.clone(),
         controller: controller.clone(),

@@ -79,6 +79,11 @@ enum Command {
         #[command(subcommand)]
         command: Option<admin_cli::AssetsCommand>,
     },
+    /// Source addresses refused for repeated exploit attempts (attacker escalation).
+    Bans {
+        #[command(flatten)]
+        conn: admin_cli::Connection,
+    },
     /// Show a running gateway's generation, patch counts and last reload.
     Status {
         #[command(flatten)]
@@ -163,6 +168,7 @@ fn main() -> ExitCode {
         }),
         Command::Patches { conn, command } => admin_cli::patches(&conn, command),
         Command::Status { conn } => admin_cli::status(&conn),
+        Command::Bans { conn } => admin_cli::bans(&conn),
         Command::Assets {
             conn,
             command: None,

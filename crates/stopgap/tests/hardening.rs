@@ -67,6 +67,16 @@ struct Gw {
 impl Gw {
     /// A gateway from a config file with `limits` (TOML lines) and `listener_extra`.
     fn start(up: u16, limits: &str, listener_extra: &str, env: &[(&str, &str)]) -> Self {
+        Self::start_with(up, limits, listener_extra, "", env)
+    }
+
+    fn start_with(
+        up: u16,
+        limits: &str,
+        listener_extra: &str,
+        sections: &str,
+        env: &[(&str, &str)],
+    ) -> Self {
         let dir = TempDir::new("hardening");
         let port = free_port();
         let conf = dir.0.join("stopgap.toml");
@@ -74,7 +84,7 @@ impl Gw {
             &conf,
             format!(
                 "[patches]\ndir = \"{}\"\n[audit]\nlog = \"audit.jsonl\"\n[admin]\nlisten = \"off\"\n\
-                 [state]\ndir = \"state\"\n[limits]\n{limits}\n[[listener]]\nname = \"web\"\n\
+                 [state]\ndir = \"state\"\n{sections}\n[limits]\n{limits}\n[[listener]]\nname = \"web\"\n\
                  listen = \"127.0.0.1:{port}\"\nupstream = \"127.0.0.1:{up}\"\n{listener_extra}\n",
                 repo().join("patches").display()
             ),
@@ -253,4 +263,44 @@ fn a_panic_in_one_inspection_is_contained_and_the_failure_policy_applies() {
         anomalies.contains(&"inspection_failed passed_uninspected".to_string()),
         "{anomalies:?}"
     );
+}
+
+#[test]
+fn repeat_offenders_are_refused_for_the_ban_then_served_again() {
+    let (up, received) = upstream(false);
+    let gw = Gw::start_with(
+        up,
+        "",
+        "",
+        "[escalation]\nmode = \"enforce\"\nstrikes = 3\nwindow_s = 60\nban_s = 2\n",
+        &[],
+    );
+    let exploit = b"GET / HTTP/1.1\r\nHost: t\r\nRange: bytes=0-18446744073709551615\r\n\r\n";
+    let mut s = gw.connect();
+    for _ in 0..3 {
+        assert!(exchange(&mut s, exploit).starts_with("HTTP/1.1 400 "));
+    }
+    // The source is now refused, on any new connection, even for a benign request.
+    let mut t = gw.connect();
+    assert!(read_all(&mut t).starts_with("HTTP/1.1 403 "));
+    let served = received.load(Ordering::SeqCst);
+    // The ban ends; the source is served again.
+    std::thread::sleep(Duration::from_millis(2300));
+    let mut u = gw.connect();
+    assert!(exchange(&mut u, GET).ends_with("ok"));
+    assert_eq!(received.load(Ordering::SeqCst), served + 1);
+    let events: Vec<serde_json::Value> = std::fs::read_to_string(gw.dir.0.join("audit.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .filter(|e: &serde_json::Value| e["event"] == "escalation")
+        .collect();
+    let states: Vec<&str> = events
+        .iter()
+        .map(|e| e["new_state"].as_str().unwrap())
+        .collect();
+    assert_eq!(states, ["banned", "expired"], "{events:?}");
+    assert!(gw
+        .anomalies()
+        .contains(&"source_banned refused".to_string()));
 }
