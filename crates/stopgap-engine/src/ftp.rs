@@ -110,6 +110,12 @@ impl FtpInspector {
             && self.out.is_empty()
     }
 
+    /// Bytes held: a partial command line (bounded by the line limit).
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        self.commands.pending()
+    }
+
     /// Whether the client is part-way through a command line.
     #[must_use]
     pub fn client_in_message(&self) -> bool {

@@ -121,6 +121,16 @@ impl Session {
         }
     }
 
+    /// Bytes the inspector holds (heads, body windows, messages), for the memory budget.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        match self {
+            Self::Http(i) => i.buffered(),
+            Self::Ftp(i) => i.buffered(),
+            Self::Smtp(i) => i.buffered(),
+        }
+    }
+
     /// A timer of the proxy fired.
     pub fn timed_out(&mut self, what: Timeout) {
         match self {

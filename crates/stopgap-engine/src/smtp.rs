@@ -171,6 +171,17 @@ impl SmtpInspector {
             && self.out.is_empty()
     }
 
+    /// Bytes held: a partial command line, a message being read, a held stream start.
+    #[must_use]
+    pub fn buffered(&self) -> usize {
+        let message = match &self.mode {
+            Mode::Message { raw, .. } => raw.len(),
+            Mode::AwaitData(held) => held.len(),
+            _ => 0,
+        };
+        self.commands.pending() + message + self.stream_hold.as_ref().map_or(0, Vec::len)
+    }
+
     /// Whether the client is part-way through a command line or a message.
     #[must_use]
     pub fn client_in_message(&self) -> bool {

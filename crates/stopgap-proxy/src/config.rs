@@ -19,6 +19,7 @@
 //! upstream_timeout_ms = 60000   # an upstream silent while it owes an answer: 504 / 421
 //! max_connections = 10000       # per listener; over it: 503 / 421
 //! max_connections_per_source = 256
+//! inspection_budget_kib = 262144 # bytes all inspectors may hold; beyond: failure policy
 //!
 //! [admin]                        # optional; defaults shown
 //! listen = "127.0.0.1:9190"      # or "off"
@@ -70,6 +71,8 @@ pub const MIN_MAX_REQUEST_LINE: usize = 256;
 pub const MAX_MAX_HEADERS: usize = 10_000;
 /// Default upstream connect timeout.
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// Default bytes all inspectors together may hold (256 MiB).
+pub const DEFAULT_INSPECTION_BUDGET: usize = 256 * 1024 * 1024;
 /// Default most connections per listener.
 pub const DEFAULT_MAX_CONNECTIONS: u64 = 10_000;
 /// Default most connections per listener from one source address.
@@ -170,6 +173,8 @@ pub struct GatewayConfig {
     pub timeouts: crate::pump::Timeouts,
     /// Most connections open at once per listener.
     pub max_connections: u64,
+    /// Bytes all inspectors together may hold.
+    pub inspection_budget: usize,
     /// Most connections open at once per listener from one source address.
     pub max_connections_per_source: u32,
     /// Bound on a graceful shutdown.
@@ -204,6 +209,7 @@ impl GatewayConfig {
             ftp_max_line: stopgap_proto::ftp::DEFAULT_MAX_COMMAND_LINE,
             timeouts: crate::pump::Timeouts::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
+            inspection_budget: DEFAULT_INSPECTION_BUDGET,
             max_connections_per_source: DEFAULT_MAX_CONNECTIONS_PER_SOURCE,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             admin: AdminConfig::default(),
@@ -304,6 +310,7 @@ struct RawLimits {
     upstream_timeout_ms: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
     max_connections_per_source: Option<Spanned<i64>>,
+    inspection_budget_kib: Option<Spanned<i64>>,
 }
 
 #[derive(Deserialize)]
@@ -369,6 +376,7 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
     let mut ftp_max_line = stopgap_proto::ftp::DEFAULT_MAX_COMMAND_LINE;
     let mut timeouts = crate::pump::Timeouts::default();
     let mut max_connections = DEFAULT_MAX_CONNECTIONS;
+    let mut inspection_budget = DEFAULT_INSPECTION_BUDGET;
     let mut max_connections_per_source = DEFAULT_MAX_CONNECTIONS_PER_SOURCE;
     if let Some(l) = raw.limits {
         let mut bounded =
@@ -433,6 +441,14 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         }
         if let Some(n) = bounded(&l.max_connections, 1, 1_000_000, "max_connections") {
             max_connections = n as u64;
+        }
+        if let Some(n) = bounded(
+            &l.inspection_budget_kib,
+            64,
+            64 * 1024 * 1024,
+            "inspection_budget_kib",
+        ) {
+            inspection_budget = n * 1024;
         }
         if let Some(n) = bounded(
             &l.max_connections_per_source,
@@ -649,6 +665,7 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         ftp_max_line,
         timeouts,
         max_connections,
+        inspection_budget,
         max_connections_per_source,
         shutdown_timeout,
         admin,

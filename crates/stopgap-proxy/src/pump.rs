@@ -75,6 +75,54 @@ pub enum FailurePolicy {
     FailOpen,
 }
 
+/// A gateway-wide budget for the bytes inspectors hold (heads, body windows, messages).
+#[derive(Debug)]
+pub struct MemoryBudget {
+    limit: usize,
+    used: std::sync::atomic::AtomicUsize,
+}
+
+impl MemoryBudget {
+    /// A budget of `limit` bytes.
+    #[must_use]
+    pub fn new(limit: usize) -> Self {
+        Self {
+            limit,
+            used: std::sync::atomic::AtomicUsize::new(0),
+        }
+    }
+
+    /// Bytes held now.
+    #[must_use]
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Acquire)
+    }
+
+    /// Moves a connection's share from `before` to `after`; `false` when the budget is
+    /// exceeded.
+    fn update(&self, before: usize, after: usize) -> bool {
+        if after >= before {
+            let total = self.used.fetch_add(after - before, Ordering::AcqRel) + (after - before);
+            total <= self.limit
+        } else {
+            self.used.fetch_sub(before - after, Ordering::AcqRel);
+            true
+        }
+    }
+}
+
+/// Gives a connection's share of the budget back when it ends.
+struct BudgetShare {
+    budget: Arc<MemoryBudget>,
+    held: usize,
+}
+
+impl Drop for BudgetShare {
+    fn drop(&mut self) {
+        self.budget.update(self.held, 0);
+    }
+}
+
 /// Connection limits of a listener, shared by its connections.
 #[derive(Debug)]
 pub struct ConnectionLimits {
@@ -223,6 +271,8 @@ pub struct ListenerRuntime {
     pub failure_policy: FailurePolicy,
     /// Strikes and bans per source address.
     pub escalation: Arc<crate::escalation::Escalation>,
+    /// The gateway-wide budget for bytes held by inspection.
+    pub budget: Arc<MemoryBudget>,
 }
 
 /// The audit event of a ban or its end.
@@ -365,8 +415,8 @@ type Halves = (
     Option<tokio::net::tcp::OwnedWriteHalf>,
 );
 
-/// Applies the failure policy to a connection whose inspection of client bytes `data`
-/// panicked (the panic is contained to this connection).
+/// Applies the failure policy to a connection whose inspection of client bytes `data` failed
+/// (a panic, contained to this connection, or the memory budget exhausted).
 #[allow(clippy::too_many_arguments)]
 async fn fail(
     id: u64,
@@ -377,6 +427,7 @@ async fn fail(
     client_w: tokio::net::tcp::OwnedWriteHalf,
     server_r: Option<tokio::net::tcp::OwnedReadHalf>,
     server_w: Option<tokio::net::tcp::OwnedWriteHalf>,
+    why: &str,
 ) -> std::io::Result<()> {
     apply_failure_policy(
         id,
@@ -385,6 +436,7 @@ async fn fail(
         Some(data),
         None,
         (client_r, client_w, server_r, server_w),
+        why,
     )
     .await
 }
@@ -408,6 +460,7 @@ async fn fail_server_side(
         None,
         Some(data),
         (client_r, client_w, server_r, server_w),
+        "the inspection of this connection failed (a panic, contained to it)",
     )
     .await
 }
@@ -419,6 +472,7 @@ async fn apply_failure_policy(
     from_client: Option<&[u8]>,
     from_server: Option<&[u8]>,
     halves: Halves,
+    why: &str,
 ) -> std::io::Result<()> {
     let (mut client_r, mut client_w, server_r, server_w) = halves;
     let open = rt.failure_policy == FailurePolicy::FailOpen && server_w.is_some();
@@ -427,17 +481,24 @@ async fn apply_failure_policy(
         flow: id,
         client: peer.to_string(),
         upstream: rt.settings.load().upstream.to_string(),
-        anomaly: Some("inspection_failed"),
-        outcome: if open { "passed_uninspected" } else { "refused" }.into(),
-        detail: Some(
-            "the inspection of this connection failed (a panic, contained to it); failure policy applied"
-                .into(),
-        ),
+        anomaly: Some(if why.contains("budget") {
+            "inspection_budget"
+        } else {
+            "inspection_failed"
+        }),
+        outcome: if open {
+            "passed_uninspected"
+        } else {
+            "refused"
+        }
+        .into(),
+        detail: Some(format!("{why}; failure policy applied")),
         ..stopgap_engine::AuditEvent::default()
     });
-    tracing::error!(flow = id, "inspection failed; applying the failure policy");
+    tracing::error!(flow = id, "{why}; applying the failure policy");
     if !open {
         let reply: &[u8] = match rt.protocol {
+            Protocol::Http if why.contains("budget") => b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: 24\r\nConnection: close\r\n\r\n503 Service Unavailable\n",
             Protocol::Http => b"HTTP/1.1 500 Internal Server Error\r\nContent-Type: text/plain\r\nContent-Length: 26\r\nConnection: close\r\n\r\n500 Internal Server Error\n",
             Protocol::Ftp => b"421 Service not available, closing control connection.\r\n",
             Protocol::Smtp => b"421 4.3.0 Service not available, closing transmission channel\r\n",
@@ -560,6 +621,10 @@ async fn handle_connection(
     let mut last_client = Instant::now();
     let mut last_server = Instant::now();
     let timeouts = settings.timeouts;
+    let mut share = BudgetShare {
+        budget: rt.budget.clone(),
+        held: 0,
+    };
     loop {
         let server_open = server_r.is_some();
         if !client_open && !server_open {
@@ -617,7 +682,13 @@ async fn handle_connection(
                             insp.handle_data(Side::Client, data, &snapshot);
                         }));
                         if inspected.is_err() {
-                            return fail(id, peer, &rt, data, client_r, client_w, server_r, server_w).await;
+                            return fail(id, peer, &rt, data, client_r, client_w, server_r, server_w, "the inspection of this connection failed (a panic, contained to it)").await;
+                        }
+                        let held = insp.buffered();
+                        let within = share.budget.update(share.held, held);
+                        share.held = held;
+                        if !within {
+                            return fail(id, peer, &rt, &[], client_r, client_w, server_r, server_w, "the gateway's inspection memory budget is exhausted").await;
                         }
                         let new_requests = insp.requests() - before;
                         if new_requests > 0 {
@@ -645,6 +716,9 @@ async fn handle_connection(
                             let rest = data.to_vec();
                             return fail_server_side(id, peer, &rt, &rest, client_r, client_w, server_r, server_w).await;
                         }
+                        let held = insp.buffered();
+                        share.budget.update(share.held, held);
+                        share.held = held;
                     }
                 }
             }

@@ -226,6 +226,9 @@ pub async fn start(
     let escalation = Arc::new(stopgap_proxy::escalation::Escalation::new(
         cfg.escalation.clone(),
     ));
+    let budget = Arc::new(stopgap_proxy::pump::MemoryBudget::new(
+        cfg.inspection_budget,
+    ));
     let mut settings_cells = Vec::new();
     let mut listening = Vec::new();
     for (l, listener) in bound {
@@ -253,6 +256,7 @@ pub async fn start(
         tokio::spawn(serve_listener(
             listener,
             ListenerRuntime {
+                budget: budget.clone(),
                 escalation: escalation.clone(),
                 limits: Arc::new(stopgap_proxy::pump::ConnectionLimits::new(
                     cfg.max_connections,

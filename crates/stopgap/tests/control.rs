@@ -423,7 +423,10 @@ fn apply_takes_effect_on_the_next_request_of_an_open_connection() {
     );
 
     let bans = String::from_utf8_lossy(&gw.cli(&["bans"]).stdout).into_owned();
-    assert!(bans.starts_with("escalation off") && bans.contains("no source banned"), "{bans}");
+    assert!(
+        bans.starts_with("escalation off") && bans.contains("no source banned"),
+        "{bans}"
+    );
 
     let events = gw.api().get("/v1/audit?limit=5").unwrap().body;
     let last = events["events"].as_array().unwrap().last().unwrap().clone();

@@ -91,9 +91,11 @@ impl Gw {
         )
         .unwrap();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_stopgap"));
+        // Quiet: the injected panics would otherwise print their message here.
         cmd.args(["serve", "--config"])
             .arg(&conf)
-            .env("STOPGAP_LOG", "error");
+            .env("STOPGAP_LOG", "error")
+            .stderr(std::process::Stdio::null());
         for (k, v) in env {
             cmd.env(k, v);
         }
@@ -303,4 +305,34 @@ fn repeat_offenders_are_refused_for_the_ban_then_served_again() {
     assert!(gw
         .anomalies()
         .contains(&"source_banned refused".to_string()));
+}
+
+#[test]
+fn the_inspection_memory_budget_refuses_the_connection_that_would_exceed_it() {
+    let (up, _) = upstream(false);
+    let gw = Gw::start(up, "inspection_budget_kib = 200", "", &[]);
+    // Body patches of the library make the gateway hold each body's first 64 KiB (as sent and
+    // decoded: about 120 KiB for 60,000 bytes); the second such body exceeds 200 KiB.
+    let post = |s: &mut TcpStream| {
+        s.write_all(b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\n\r\n")
+            .unwrap();
+        s.write_all(&vec![b'a'; 60_000]).unwrap();
+    };
+    let mut a = gw.connect();
+    post(&mut a);
+    std::thread::sleep(Duration::from_millis(300));
+    let mut b = gw.connect();
+    post(&mut b);
+    let reply = read_all(&mut b);
+    assert!(reply.starts_with("HTTP/1.1 503 "), "{reply}");
+    // The first connection is unaffected and completes.
+    a.write_all(&vec![b'a'; 10_000]).unwrap();
+    let mut buf = [0u8; 4096];
+    let n = a.read(&mut buf).unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200 "));
+    let anomalies = gw.anomalies();
+    assert!(
+        anomalies.contains(&"inspection_budget refused".to_string()),
+        "{anomalies:?}"
+    );
 }
