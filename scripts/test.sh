@@ -55,3 +55,6 @@ fi
 
 echo "== tests (unit, codec conversations, engine harness, patch vectors, end-to-end)"
 cargo test --workspace --locked
+
+echo "== fuzz smoke run (each target a few seconds; fuzz/run.sh runs them for longer)"
+fuzz/run.sh "${FUZZ_SECONDS:-5}"

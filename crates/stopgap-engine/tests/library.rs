@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use stopgap_engine::replay::{judge_vector, replay, Replay};
+use stopgap_engine::{FlowInspector, FlowMeta, InspectorConfig, Output, Side};
 use stopgap_patch::{load_dir, PatchSet};
 
 fn root() -> PathBuf {
@@ -163,5 +164,82 @@ fn smtp_corpus_records_meet_their_expectation_with_the_whole_library() {
             String::from_utf8_lossy(&out.to_server),
             String::from_utf8_lossy(&out.to_client)
         );
+    }
+}
+
+mod split_property {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Benign requests: ordinary paths, queries, headers and bodies (framed by length or
+    /// chunks), nothing any patch refuses.
+    fn benign_request() -> impl Strategy<Value = Vec<u8>> {
+        let word = "[a-z]{1,8}";
+        (
+            prop::sample::select(vec!["GET", "POST", "PUT", "HEAD", "OPTIONS"]),
+            prop::collection::vec(word, 1..4),
+            prop::option::of((word, "[a-z0-9]{0,8}")),
+            prop::collection::vec((word, "[A-Za-z0-9 ,;=/.-]{0,30}"), 0..6),
+            prop::option::of("[a-zA-Z0-9 ]{0,200}"),
+            any::<bool>(),
+        )
+            .prop_map(|(method, path, query, headers, body, chunked)| {
+                let mut r = format!("{method} /{}", path.join("/"));
+                if let Some((k, v)) = query {
+                    r.push_str(&format!("?{k}={v}"));
+                }
+                r.push_str(" HTTP/1.1\r\nHost: example.test\r\n");
+                for (k, v) in headers {
+                    r.push_str(&format!("X-{k}: {}\r\n", v.trim()));
+                }
+                let mut bytes = r.into_bytes();
+                match (body, method) {
+                    (Some(b), "POST" | "PUT") if chunked => {
+                        bytes.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                        bytes.extend_from_slice(
+                            format!("{:x}\r\n{b}\r\n0\r\n\r\n", b.len()).as_bytes(),
+                        );
+                    }
+                    (Some(b), "POST" | "PUT") => {
+                        bytes.extend_from_slice(
+                            format!("Content-Length: {}\r\n\r\n{b}", b.len()).as_bytes(),
+                        );
+                    }
+                    _ => bytes.extend_from_slice(b"\r\n"),
+                }
+                bytes
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(300))]
+        #[test]
+        fn a_benign_request_split_anywhere_is_forwarded_byte_for_byte(
+            req in benign_request(),
+            a in any::<prop::sample::Index>(),
+            b in any::<prop::sample::Index>(),
+        ) {
+            static LIBRARY: std::sync::OnceLock<Arc<PatchSet>> = std::sync::OnceLock::new();
+            let all = LIBRARY.get_or_init(library).clone();
+            let (mut x, mut y) = (a.index(req.len()), b.index(req.len()));
+            if x > y {
+                std::mem::swap(&mut x, &mut y);
+            }
+            let mut insp = FlowInspector::new(InspectorConfig::default(), FlowMeta::default());
+            let mut forwarded = Vec::new();
+            let mut answered = Vec::new();
+            for piece in [&req[..x], &req[x..y], &req[y..]] {
+                insp.handle_data(Side::Client, piece, &all);
+                while let Some(o) = insp.poll_output() {
+                    match o {
+                        Output::ToServer(bytes) => forwarded.extend_from_slice(&bytes),
+                        Output::ToClient(bytes) => answered.extend_from_slice(&bytes),
+                        _ => {}
+                    }
+                }
+            }
+            prop_assert_eq!(forwarded, req);
+            prop_assert!(answered.is_empty() || answered == b"HTTP/1.1 100 Continue\r\n\r\n");
+        }
     }
 }
