@@ -11,6 +11,9 @@ pub mod event {
     pub const PATCH_MATCH: &str = "patch_match";
     /// A message broke the protocol and was refused.
     pub const PROTOCOL_VIOLATION: &str = "protocol_violation";
+    /// A request body a body-reading patch wanted was longer than the inspection window: the
+    /// rest passed uninspected, or the request was refused (`413`), as configured.
+    pub const INSPECTION_WINDOW: &str = "inspection_window";
     /// The upstream could not be reached or misbehaved.
     pub const UPSTREAM_ERROR: &str = "upstream_error";
     /// The session became encrypted (`STARTTLS`, `AUTH TLS`) and passes through uninspected.

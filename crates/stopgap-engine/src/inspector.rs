@@ -78,6 +78,20 @@ pub struct InspectorConfig {
     pub limits: Limits,
     /// Bytes of a request body collected for body-reading patches; the rest streams through.
     pub inspection_window: usize,
+    /// What happens to a body that a body-reading patch wanted but that is longer than the
+    /// window: the patches judge the window and the rest passes ([`BeyondWindow::Pass`]), or
+    /// the request is refused with `413` ([`BeyondWindow::Refuse`]). An audit event either way.
+    pub beyond_window: BeyondWindow,
+}
+
+/// The policy for request bodies longer than the inspection window.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum BeyondWindow {
+    /// Judge the window; the rest passes uninspected (an `inspection_window` audit event).
+    #[default]
+    Pass,
+    /// Refuse the request with `413` and close (an `inspection_window` audit event).
+    Refuse,
 }
 
 impl InspectorConfig {
@@ -94,6 +108,7 @@ impl Default for InspectorConfig {
         Self {
             limits: Limits::default(),
             inspection_window: Self::DEFAULT_INSPECTION_WINDOW,
+            beyond_window: BeyondWindow::Pass,
         }
     }
 }
@@ -150,6 +165,9 @@ enum Pending {
         is_head: bool,
         /// The gateway already sent `100 Continue`; the server's own is not repeated.
         swallow_continue: bool,
+        /// The request asked to switch protocols (`Connection: upgrade` with `Upgrade`); a
+        /// `101` to any other request is refused, not tunnelled.
+        upgrade_asked: bool,
         request_no: u64,
         request: Option<Box<(RequestHead, Arc<PatchSet>)>>,
     },
@@ -427,10 +445,15 @@ impl FlowInspector {
     /// Refuses a request that breaks the protocol, then closes.
     fn refuse(&mut self, status: u16, anomaly: &'static str, detail: String) {
         let mut e = self.base_event(event::PROTOCOL_VIOLATION, None);
-        e.outcome = "rejected".into();
-        e.status = Some(status);
         e.anomaly = Some(anomaly);
         e.detail = Some(detail);
+        self.refuse_with(status, e);
+    }
+
+    /// Logs `e` as a refusal with `status`, answers it and takes no more requests.
+    fn refuse_with(&mut self, status: u16, mut e: AuditEvent) {
+        e.outcome = "rejected".into();
+        e.status = Some(status);
         self.out.push_back(Output::Audit(Box::new(e)));
         self.local_reply(reply(status, true), true);
         if !matches!(self.req, ReqState::Closed) {
@@ -844,6 +867,8 @@ impl FlowInspector {
         self.pending.push_back(Pending::Upstream {
             is_head: head.is_head(),
             swallow_continue: std::mem::take(&mut self.sent_continue),
+            upgrade_asked: head.has_token("connection", "upgrade")
+                && head.header_values("upgrade").next().is_some(),
             request_no: self.requests - 1,
             request: keep_request.then(|| Box::new((head, snapshot.clone()))),
         });
@@ -862,6 +887,19 @@ impl FlowInspector {
         let verdict = self.evaluate_request(&head, Some(&payload), &snapshot, Which::BodyOnly);
         if self.act_terminal(&verdict, &head, framing, Some(decoder.clone())) {
             return;
+        }
+        if !body_done {
+            let mut e = self.base_event(event::INSPECTION_WINDOW, Some(&head));
+            e.detail = Some(format!(
+                "body longer than the {}-byte inspection window",
+                self.config.inspection_window
+            ));
+            if self.config.beyond_window == BeyondWindow::Refuse {
+                self.refuse_with(413, e);
+                return;
+            }
+            e.outcome = "passed_uninspected".into();
+            self.out.push_back(Output::Audit(Box::new(e)));
         }
         // Head edits from body-phase patches, then body edits.
         let head_raw = Bytes::copy_from_slice(head.raw());
@@ -983,6 +1021,7 @@ impl FlowInspector {
                     let Some(Pending::Upstream {
                         is_head,
                         swallow_continue,
+                        upgrade_asked,
                         ..
                     }) = self.pending.front()
                     else {
@@ -992,7 +1031,8 @@ impl FlowInspector {
                         self.close();
                         return;
                     };
-                    let (is_head, swallow_continue) = (*is_head, *swallow_continue);
+                    let (is_head, swallow_continue, upgrade_asked) =
+                        (*is_head, *swallow_continue, *upgrade_asked);
                     let head = match parse_response_head(&self.server_buf, &self.config.limits) {
                         Ok(None) => return,
                         Ok(Some(h)) => h,
@@ -1002,6 +1042,13 @@ impl FlowInspector {
                         }
                     };
                     let raw = self.server_buf.split_to(head.raw().len()).freeze();
+                    if head.status == 101 && !upgrade_asked {
+                        // Tunnelling here would let the rest of the connection pass uninspected.
+                        self.bad_upstream(
+                            "101 Switching Protocols to a request that asked for no upgrade",
+                        );
+                        return;
+                    }
                     if head.status == 101 {
                         self.out.push_back(Output::ToClient(raw));
                         self.pending.pop_front();
@@ -1209,6 +1256,7 @@ pub fn reason(status: u16) -> &'static str {
         413 => "Content Too Large",
         414 => "URI Too Long",
         416 => "Range Not Satisfiable",
+        417 => "Expectation Failed",
         421 => "Misdirected Request",
         422 => "Unprocessable Content",
         429 => "Too Many Requests",

@@ -38,7 +38,9 @@ pub mod smtp;
 pub use audit::{AuditEvent, Change};
 pub use command::default_reply_text;
 pub use ftp::FtpInspector;
-pub use inspector::{FlowInspector, FlowMeta, InspectorConfig, Output, Side, Timeout};
+pub use inspector::{
+    BeyondWindow, FlowInspector, FlowMeta, InspectorConfig, Output, Side, Timeout,
+};
 pub use smtp::SmtpInspector;
 pub use stopgap_patch::PatchSet;
 

@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use stopgap_patch::{parse_patch, Applied, Mode, PatchSet};
 
-use crate::{AuditEvent, FlowInspector, FlowMeta, InspectorConfig, Output, Side};
+use crate::audit::event;
+use crate::{AuditEvent, BeyondWindow, FlowInspector, FlowMeta, InspectorConfig, Output, Side};
 
 pub(crate) struct Harness {
     pub insp: FlowInspector,
@@ -323,6 +324,49 @@ fn body_beyond_window_streams_through() {
     assert_eq!(h.to_server, req);
 }
 
+/// A body longer than the window under each policy: the event is there either way.
+#[test]
+fn body_beyond_window_is_logged_and_refused_when_configured() {
+    for (policy, expect_refused) in [(BeyondWindow::Pass, false), (BeyondWindow::Refuse, true)] {
+        let config = InspectorConfig {
+            inspection_window: 1024,
+            beyond_window: policy,
+            ..InspectorConfig::default()
+        };
+        let mut h = Harness::with_config(
+            set(patch(
+                r#"http.request.body contains "evil""#,
+                "action = \"reject\"",
+            )),
+            config,
+        );
+        let mut req = b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3000\r\n\r\n".to_vec();
+        req.extend_from_slice(&[b'a'; 3000]);
+        h.client(&req);
+        let e = h
+            .events
+            .iter()
+            .find(|e| e.event == event::INSPECTION_WINDOW)
+            .unwrap_or_else(|| panic!("{policy:?}: no inspection_window event"));
+        if expect_refused {
+            assert_eq!((e.outcome.as_str(), e.status), ("rejected", Some(413)));
+            assert!(h.to_server.is_empty(), "nothing forwarded");
+            assert!(h.to_client.starts_with(b"HTTP/1.1 413 "));
+            assert!(h.closed);
+        } else {
+            assert_eq!(e.outcome, "passed_uninspected");
+            assert_eq!(h.to_server, req);
+        }
+    }
+    // A body within the window gives no such event.
+    let mut h = Harness::new(set(patch(
+        r#"http.request.body contains "evil""#,
+        "action = \"reject\"",
+    )));
+    h.client(b"POST / HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabc");
+    assert!(h.events.iter().all(|e| e.event != event::INSPECTION_WINDOW));
+}
+
 #[test]
 fn body_patch_rejects_within_window() {
     let mut h = Harness::new(set(patch(
@@ -412,6 +456,63 @@ fn upgrade_becomes_a_pipe() {
         "opaque after 101"
     );
     assert!(h.to_client.ends_with(b"\x81\x05hello"));
+}
+
+/// A `101` the client did not ask for would turn the rest of the connection into an
+/// uninspected pipe; the gateway answers 502 and closes instead.
+#[test]
+fn unrequested_101_is_refused_not_tunnelled() {
+    let mut h = Harness::new(set(patch(
+        r#"http.request.uri contains "evil""#,
+        "action = \"reject\"",
+    )));
+    h.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    h.server(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: Upgrade\r\n\r\n");
+    h.client(b"GET /evil HTTP/1.1\r\nHost: h\r\n\r\n");
+    assert!(
+        h.to_client.starts_with(b"HTTP/1.1 502"),
+        "{:?}",
+        String::from_utf8_lossy(&h.to_client)
+    );
+    assert!(h.closed);
+    assert!(!h.to_server.windows(9).any(|w| w == b"GET /evil"));
+}
+
+/// Response splitting from the upstream: every ambiguous or malformed response head is a 502
+/// and the connection closes, so no injected second response reaches the client.
+#[test]
+fn malformed_and_split_responses_give_502() {
+    let cases: &[&[u8]] = &[
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        b"HTTP/1.1 200 OK\r\nSet-Cookie: a\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\rHTTP/1.1 200 OK\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nX: a\r\n b\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, identity\r\nContent-Length: 1\r\n\r\n",
+        b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        b"HTTP/1.1 2000 OK\r\n\r\n",
+    ];
+    for resp in cases {
+        let mut h = Harness::new(PatchSet::empty());
+        h.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+        h.server(resp);
+        let name = String::from_utf8_lossy(resp);
+        assert!(
+            h.to_client.starts_with(b"HTTP/1.1 502"),
+            "{name}: {:?}",
+            String::from_utf8_lossy(&h.to_client)
+        );
+        assert!(h.closed, "{name}");
+    }
+    // Broken chunking after the head went out: too late for a 502, so the connection closes
+    // and the bytes after the break are not forwarded.
+    let mut h = Harness::new(PatchSet::empty());
+    h.client(b"GET / HTTP/1.1\r\nHost: h\r\n\r\n");
+    h.server(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nHTTP/1.1 200 OK\r\n\r\n");
+    assert!(h.closed);
+    assert_eq!(
+        h.to_client,
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+    );
 }
 
 #[test]

@@ -196,9 +196,11 @@ mod split_property {
                 match (body, method) {
                     (Some(b), "POST" | "PUT") if chunked => {
                         bytes.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
-                        bytes.extend_from_slice(
-                            format!("{:x}\r\n{b}\r\n0\r\n\r\n", b.len()).as_bytes(),
-                        );
+                        // An empty body is the last chunk alone.
+                        if !b.is_empty() {
+                            bytes.extend_from_slice(format!("{:x}\r\n{b}\r\n", b.len()).as_bytes());
+                        }
+                        bytes.extend_from_slice(b"0\r\n\r\n");
                     }
                     (Some(b), "POST" | "PUT") => {
                         bytes.extend_from_slice(

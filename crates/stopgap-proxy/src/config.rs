@@ -12,6 +12,7 @@
 //! max_head = 32768
 //! max_headers = 100
 //! inspection_window = 65536
+//! body_beyond_window = "pass"    # or "refuse" (413): bodies longer than the window
 //! connect_timeout_ms = 5000
 //! shutdown_timeout_ms = 10000   # how long SIGTERM waits for in-flight requests
 //! client_timeout_ms = 30000     # a client silent part-way through a message: 408 / 421
@@ -302,6 +303,7 @@ struct RawLimits {
     max_head: Option<Spanned<i64>>,
     max_headers: Option<Spanned<i64>>,
     inspection_window: Option<Spanned<i64>>,
+    body_beyond_window: Option<Spanned<String>>,
     connect_timeout_ms: Option<Spanned<i64>>,
     shutdown_timeout_ms: Option<Spanned<i64>>,
     ftp_max_command_line: Option<Spanned<i64>>,
@@ -457,6 +459,20 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
             "max_connections_per_source",
         ) {
             max_connections_per_source = n as u32;
+        }
+        if let Some(policy) = &l.body_beyond_window {
+            inspector.beyond_window = match policy.get_ref().as_str() {
+                "pass" => stopgap_engine::BeyondWindow::Pass,
+                "refuse" => stopgap_engine::BeyondWindow::Refuse,
+                other => {
+                    err(
+                        policy.span().start,
+                        format!("unknown body_beyond_window policy `{other}`"),
+                        "body_beyond_window is \"pass\" (judge the window, pass the rest) or \"refuse\" (413)",
+                    );
+                    stopgap_engine::BeyondWindow::Pass
+                }
+            };
         }
     }
     let mut admin = AdminConfig::default();

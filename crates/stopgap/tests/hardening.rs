@@ -1,5 +1,6 @@
-//! End-to-end hardening: timeouts (slowloris, idle, silent upstream), connection limits, and a
-//! panic in one connection's inspection contained to it under either failure policy.
+//! End-to-end hardening: head limits and request ambiguities, timeouts (slowloris, idle, silent
+//! upstream), connection limits, the inspection memory budget, attacker escalation, and a panic
+//! in one connection's inspection contained to it under either failure policy.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -114,13 +115,19 @@ impl Gw {
         s
     }
 
-    fn anomalies(&self) -> Vec<String> {
+    fn events(&self) -> Vec<serde_json::Value> {
         std::thread::sleep(Duration::from_millis(200));
         std::fs::read_to_string(self.dir.0.join("audit.jsonl"))
             .unwrap_or_default()
             .lines()
-            .filter_map(|l| {
-                let v: serde_json::Value = serde_json::from_str(l).ok()?;
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    fn anomalies(&self) -> Vec<String> {
+        self.events()
+            .into_iter()
+            .filter_map(|v| {
                 Some(format!(
                     "{} {}",
                     v["anomaly"].as_str()?,
@@ -335,4 +342,60 @@ fn the_inspection_memory_budget_refuses_the_connection_that_would_exceed_it() {
         anomalies.contains(&"inspection_budget refused".to_string()),
         "{anomalies:?}"
     );
+}
+
+/// Every head limit and every request-side ambiguity through the real gateway: the documented
+/// status, the connection closed, nothing forwarded, and an audit event naming the cause.
+#[test]
+fn each_limit_and_ambiguity_gets_its_status_an_audit_event_and_nothing_forwarded() {
+    let (up, count) = upstream(false);
+    let gw = Gw::start(
+        up,
+        "max_request_line = 256\nmax_head = 2048\nmax_headers = 10\ninspection_window = 1024\n\
+         body_beyond_window = \"refuse\"",
+        "",
+        &[],
+    );
+    let long_line = format!("GET /{} HTTP/1.1\r\nHost: t\r\n\r\n", "a".repeat(300));
+    let big_head = format!(
+        "GET / HTTP/1.1\r\nHost: t\r\nX-Big: {}\r\n\r\n",
+        "b".repeat(2100)
+    );
+    let many = format!("GET / HTTP/1.1\r\nHost: t\r\n{}\r\n", "X: 1\r\n".repeat(10));
+    let mut long_body = b"POST /form HTTP/1.1\r\nHost: t\r\nContent-Length: 3000\r\n\r\n".to_vec();
+    long_body.extend_from_slice(&[b'a'; 3000]);
+    let cases: Vec<(&str, Vec<u8>, &str, &str)> = vec![
+        ("request line", long_line.into_bytes(), "414", "request_line_too_long"),
+        ("header block", big_head.into_bytes(), "431", "head_too_large"),
+        ("header count", many.into_bytes(), "431", "too_many_headers"),
+        ("inspection window", long_body, "413", "inspection_window"),
+        ("CL+TE", b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n".to_vec(), "400", "content_length_and_transfer_encoding"),
+        ("absolute-form vs Host", b"GET http://admin.internal/ HTTP/1.1\r\nHost: t\r\n\r\n".to_vec(), "400", "host_mismatch"),
+        ("Expect", b"GET / HTTP/1.1\r\nHost: t\r\nExpect: 200-ok\r\n\r\n".to_vec(), "417", "unsupported_expectation"),
+        ("HTTP/0.9", b"GET /\r\n\r\n".to_vec(), "400", "malformed_head"),
+        ("chunk size overflow", b"POST / HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n10000000000000000\r\n".to_vec(), "400", "invalid_chunk"),
+    ];
+    for (name, req, status, cause) in &cases {
+        let mut s = gw.connect();
+        s.write_all(req).unwrap();
+        let reply = read_all(&mut s);
+        assert!(
+            reply.starts_with(&format!("HTTP/1.1 {status} ")),
+            "{name}: {reply}"
+        );
+        let events = gw.events();
+        assert!(
+            events
+                .iter()
+                .any(|e| e["anomaly"] == *cause || e["event"] == *cause),
+            "{name}: no audit event naming {cause}: {events:?}"
+        );
+    }
+    // The upstream counts complete requests: none of the refused ones reached it whole.
+    assert!(
+        count.load(Ordering::SeqCst) == 0,
+        "a refused request reached the server"
+    );
+    // The gateway still serves.
+    assert!(exchange(&mut gw.connect(), GET).starts_with("HTTP/1.1 200 "));
 }

@@ -18,6 +18,10 @@ pub const MALFORMED_HEAD: &str = "malformed_head";
 pub const INVALID_TARGET: &str = "invalid_target";
 /// HTTP/1.1 request without exactly one Host header (RFC 9112 §3.2).
 pub const HOST_HEADER: &str = "host_header";
+/// An absolute-form target whose authority is not the Host header, or has userinfo.
+pub const HOST_MISMATCH: &str = "host_mismatch";
+/// An `Expect` member other than `100-continue` (answered with 417).
+pub const UNSUPPORTED_EXPECTATION: &str = "unsupported_expectation";
 /// Both Content-Length and Transfer-Encoding (RFC 9112 §6.3).
 pub const CL_AND_TE: &str = "content_length_and_transfer_encoding";
 /// Invalid, list-valued or repeated Content-Length (RFC 9112 §6.3).

@@ -99,6 +99,23 @@ pub enum HeadError {
         /// How many Host fields were present.
         found: usize,
     },
+    /// The request target is in none of the four forms of RFC 9112 §3.2, or in a form its
+    /// method may not use.
+    #[error("request target is not in {expected}")]
+    TargetForm {
+        /// The form the method needs.
+        expected: &'static str,
+    },
+    /// An absolute-form target whose authority is not the Host header, or that carries
+    /// userinfo: the gateway and the server could route or inspect different resources.
+    #[error("absolute-form target disagrees with Host: {why}")]
+    HostMismatch {
+        /// What disagrees.
+        why: &'static str,
+    },
+    /// An `Expect` member other than `100-continue` (RFC 9110 §10.1.1): answered `417`.
+    #[error("unsupported expectation in Expect (only 100-continue is)")]
+    UnsupportedExpectation,
 }
 
 impl HeadError {
@@ -108,6 +125,7 @@ impl HeadError {
         match self {
             Self::RequestLineTooLong { .. } => 414,
             Self::HeadTooLarge { .. } | Self::TooManyHeaders { .. } => 431,
+            Self::UnsupportedExpectation => 417,
             _ => 400,
         }
     }
@@ -124,6 +142,9 @@ impl HeadError {
             Self::Malformed { .. } => anomaly::MALFORMED_HEAD,
             Self::InvalidTarget { .. } => anomaly::INVALID_TARGET,
             Self::HostHeader { .. } => anomaly::HOST_HEADER,
+            Self::TargetForm { .. } => anomaly::INVALID_TARGET,
+            Self::HostMismatch { .. } => anomaly::HOST_MISMATCH,
+            Self::UnsupportedExpectation => anomaly::UNSUPPORTED_EXPECTATION,
         }
     }
 }
@@ -627,12 +648,105 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
     if (version == Version::Http11 && hosts != 1) || hosts > 1 {
         return Err(HeadError::HostHeader { found: hosts });
     }
+    check_target_form(
+        method_str.as_bytes(),
+        path.as_bytes(),
+        fields.values("host").next(),
+    )?;
+    if version == Version::Http11 {
+        check_expectations(&fields)?;
+    }
     Ok(Some(RequestHead {
         method: method_start..method_start + method_str.len(),
         target: target_start..target_start + path.len(),
         version,
         fields,
     }))
+}
+
+/// RFC 9112 §3.2: origin-form (`/path`), absolute-form (`http://authority/path`), authority-form
+/// (CONNECT only) or asterisk-form (OPTIONS only). An absolute-form authority must name the same
+/// host as the Host header (§3.2.2 makes the server ignore Host; a gateway that inspected Host
+/// would then look at another resource than the server serves) and carry no userinfo (RFC 9110
+/// §4.2.4).
+fn check_target_form(method: &[u8], target: &[u8], host: Option<&[u8]>) -> Result<(), HeadError> {
+    if method == b"CONNECT" {
+        return if target.contains(&b':') && !target.contains(&b'/') {
+            Ok(())
+        } else {
+            Err(HeadError::TargetForm {
+                expected: "authority-form (host:port), as CONNECT needs",
+            })
+        };
+    }
+    if target == b"*" {
+        return if method == b"OPTIONS" {
+            Ok(())
+        } else {
+            Err(HeadError::TargetForm {
+                expected: "origin-form: only OPTIONS may use *",
+            })
+        };
+    }
+    if target.first() == Some(&b'/') {
+        return Ok(());
+    }
+    let rest = strip_prefix_ignore_case(target, b"http://")
+        .map(|r| (r, b":80".as_slice()))
+        .or_else(|| strip_prefix_ignore_case(target, b"https://").map(|r| (r, b":443".as_slice())));
+    let Some((rest, default_port)) = rest else {
+        return Err(HeadError::TargetForm {
+            expected: "origin-form (/path) or absolute-form (http://host/path)",
+        });
+    };
+    let authority_end = rest
+        .iter()
+        .position(|&b| matches!(b, b'/' | b'?' | b'#'))
+        .unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    if authority.is_empty() {
+        return Err(HeadError::HostMismatch {
+            why: "empty authority",
+        });
+    }
+    if authority.contains(&b'@') {
+        return Err(HeadError::HostMismatch {
+            why: "userinfo in the authority",
+        });
+    }
+    let without_default = |a: &'_ [u8]| -> Vec<u8> {
+        let lower = a.to_ascii_lowercase();
+        match lower.strip_suffix(default_port) {
+            Some(h) => h.to_vec(),
+            None => lower,
+        }
+    };
+    match host {
+        Some(h) if without_default(h) == without_default(authority) => Ok(()),
+        Some(_) => Err(HeadError::HostMismatch {
+            why: "the authority is not the Host header",
+        }),
+        // HTTP/1.0 without Host: the authority alone names the resource.
+        None => Ok(()),
+    }
+}
+
+fn strip_prefix_ignore_case<'a>(s: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
+    (s.len() >= prefix.len() && s[..prefix.len()].eq_ignore_ascii_case(prefix))
+        .then(|| &s[prefix.len()..])
+}
+
+/// RFC 9110 §10.1.1: `100-continue` is the only expectation; anything else gets `417`.
+fn check_expectations(fields: &Fields) -> Result<(), HeadError> {
+    for value in fields.values("expect") {
+        for member in value.split(|&b| b == b',') {
+            let member = trim_ows(member);
+            if !member.is_empty() && !member.eq_ignore_ascii_case(b"100-continue") {
+                return Err(HeadError::UnsupportedExpectation);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Parses a response head at the start of `buf`.

@@ -356,3 +356,69 @@ proptest::proptest! {
         proptest::prop_assert_eq!(whole, parts);
     }
 }
+
+/// RFC 9112 §3.2 target forms and §3.2.2 absolute-form vs Host; RFC 9110 §10.1.1 Expect.
+#[test]
+fn target_forms_host_agreement_and_expectations() {
+    let refused: &[(&str, &[u8], &str)] = &[
+        ("http09", b"GET /\r\n\r\n", "error 400 malformed_head"),
+        ("relative_target", b"GET a/b HTTP/1.1\r\nHost: x\r\n\r\n", "error 400 invalid_target"),
+        ("asterisk_not_options", b"GET * HTTP/1.1\r\nHost: x\r\n\r\n", "error 400 invalid_target"),
+        ("connect_origin_form", b"CONNECT / HTTP/1.1\r\nHost: x\r\n\r\n", "error 400 invalid_target"),
+        ("other_scheme", b"GET file:///etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", "error 400 invalid_target"),
+        ("absolute_other_host", b"GET http://internal/admin HTTP/1.1\r\nHost: public\r\n\r\n", "error 400 host_mismatch"),
+        ("absolute_userinfo", b"GET http://public@internal/ HTTP/1.1\r\nHost: public@internal\r\n\r\n", "error 400 host_mismatch"),
+        ("absolute_empty_authority", b"GET http:///x HTTP/1.1\r\nHost: x\r\n\r\n", "error 400 host_mismatch"),
+        ("absolute_other_port", b"GET http://h:8080/ HTTP/1.1\r\nHost: h\r\n\r\n", "error 400 host_mismatch"),
+        ("expect_other", b"POST / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue, x-y\r\nContent-Length: 1\r\n\r\nz", "error 417 unsupported_expectation"),
+    ];
+    for (name, input, expected) in refused {
+        check(name, input, &[expected]);
+    }
+    let accepted: &[(&str, &[u8], &str)] = &[
+        (
+            "absolute_same_host",
+            b"GET HTTP://Example.COM/a?b HTTP/1.1\r\nHost: example.com\r\n\r\n",
+            "request GET HTTP://Example.COM/a?b None",
+        ),
+        (
+            "absolute_default_port",
+            b"GET http://h:80/ HTTP/1.1\r\nHost: h\r\n\r\n",
+            "request GET http://h:80/ None",
+        ),
+        (
+            "absolute_https_port",
+            b"GET https://h/ HTTP/1.1\r\nHost: h:443\r\n\r\n",
+            "request GET https://h/ None",
+        ),
+        (
+            "absolute_http10_no_host",
+            b"GET http://h/ HTTP/1.0\r\n\r\n",
+            "request GET http://h/ None",
+        ),
+        (
+            "options_asterisk",
+            b"OPTIONS * HTTP/1.1\r\nHost: h\r\n\r\n",
+            "request OPTIONS * None",
+        ),
+        (
+            "connect_authority",
+            b"CONNECT h:443 HTTP/1.1\r\nHost: h:443\r\n\r\n",
+            "request CONNECT h:443 None",
+        ),
+        // HTTP/1.0 clients may send Expect; RFC 9110 §10.1.1 says to ignore it.
+        (
+            "expect_http10_ignored",
+            b"GET / HTTP/1.0\r\nExpect: x-y\r\n\r\n",
+            "request GET / None",
+        ),
+        (
+            "expect_continue_case",
+            b"GET / HTTP/1.1\r\nHost: h\r\nExpect: 100-Continue\r\n\r\n",
+            "request GET / None",
+        ),
+    ];
+    for (name, input, expected) in accepted {
+        check(name, input, &[expected, "body \"\""]);
+    }
+}
