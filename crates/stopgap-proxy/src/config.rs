@@ -16,6 +16,8 @@
 //! connect_timeout_ms = 5000
 //! shutdown_timeout_ms = 10000   # how long SIGTERM waits for in-flight requests
 //! client_timeout_ms = 30000     # a client silent part-way through a message: 408 / 421
+//! message_timeout_ms = 20000    # a message from its first byte (slowloris): 408 / 421 ...
+//! message_min_rate = 500        # ... plus one second per this many bytes (slow bodies)
 //! idle_timeout_ms = 60000       # a connection silent between messages: closed
 //! upstream_timeout_ms = 60000   # an upstream silent while it owes an answer: 504 / 421
 //! max_connections = 10000       # per listener; over it: 503 / 421
@@ -308,6 +310,8 @@ struct RawLimits {
     shutdown_timeout_ms: Option<Spanned<i64>>,
     ftp_max_command_line: Option<Spanned<i64>>,
     client_timeout_ms: Option<Spanned<i64>>,
+    message_timeout_ms: Option<Spanned<i64>>,
+    message_min_rate: Option<Spanned<i64>>,
     idle_timeout_ms: Option<Spanned<i64>>,
     upstream_timeout_ms: Option<Spanned<i64>>,
     max_connections: Option<Spanned<i64>>,
@@ -429,6 +433,12 @@ pub fn parse(path: &Path, source: &str) -> Result<GatewayConfig, Diagnostics> {
         let ms = |n: usize| Duration::from_millis(n as u64);
         if let Some(n) = bounded(&l.client_timeout_ms, 100, 3_600_000, "client_timeout_ms") {
             timeouts.client = ms(n);
+        }
+        if let Some(n) = bounded(&l.message_timeout_ms, 100, 3_600_000, "message_timeout_ms") {
+            timeouts.message = ms(n);
+        }
+        if let Some(n) = bounded(&l.message_min_rate, 1, 1_000_000_000, "message_min_rate") {
+            timeouts.min_rate = n as u64;
         }
         if let Some(n) = bounded(&l.idle_timeout_ms, 100, 86_400_000, "idle_timeout_ms") {
             timeouts.idle = ms(n);

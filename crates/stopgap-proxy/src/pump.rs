@@ -53,6 +53,20 @@ pub struct Timeouts {
     pub idle: Duration,
     /// The upstream, while it owes an answer: `504` / `421`.
     pub upstream: Duration,
+    /// A whole message from its first byte (slowloris that trickles a byte at a time): the
+    /// head must arrive within this, and every [`Timeouts::min_rate`] bytes after buy one more
+    /// second (slow bodies). `408` / `421`.
+    pub message: Duration,
+    /// Bytes per second a message must keep up once past [`Timeouts::message`].
+    pub min_rate: u64,
+}
+
+impl Timeouts {
+    /// When the message that started at `start` with `bytes` read so far must be complete.
+    #[must_use]
+    pub fn message_deadline(&self, start: Instant, bytes: u64) -> Instant {
+        start + self.message + Duration::from_secs(bytes / self.min_rate.max(1))
+    }
 }
 
 impl Default for Timeouts {
@@ -61,6 +75,8 @@ impl Default for Timeouts {
             client: Duration::from_secs(30),
             idle: Duration::from_secs(60),
             upstream: Duration::from_secs(60),
+            message: Duration::from_secs(20),
+            min_rate: 500,
         }
     }
 }
@@ -620,6 +636,8 @@ async fn handle_connection(
     let mut shutdown_server_when_idle = false;
     let mut last_client = Instant::now();
     let mut last_server = Instant::now();
+    // The message the client is part-way through: when it started, and bytes read since.
+    let mut message: Option<(Instant, u64)> = None;
     let timeouts = settings.timeouts;
     let mut share = BudgetShare {
         budget: rt.budget.clone(),
@@ -636,8 +654,14 @@ async fn handle_connection(
         }
         // The timer that applies now: a client part-way through a message, an upstream that
         // owes an answer, or an idle connection.
-        let (deadline, which) = if client_open && insp.client_in_message() {
-            (last_client + timeouts.client, Timeout::Client)
+        let in_message = client_open && insp.client_in_message();
+        if !in_message {
+            message = None;
+        }
+        let (deadline, which) = if in_message {
+            let (start, bytes) = *message.get_or_insert((last_client, 0));
+            let total = timeouts.message_deadline(start, bytes);
+            ((last_client + timeouts.client).min(total), Timeout::Client)
         } else if server_open && insp.awaiting_upstream() {
             (
                 last_server.max(last_client) + timeouts.upstream,
@@ -670,6 +694,9 @@ async fn handle_connection(
                     }
                     Ok(n) => {
                         let read_at = Instant::now();
+                        if let Some((_, bytes)) = message.as_mut() {
+                            *bytes += n as u64;
+                        }
                         last_client = read_at;
                         rt.metrics.bytes_from_client.inc_by(n as u64);
                         let before = insp.requests();

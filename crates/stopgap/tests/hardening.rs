@@ -202,6 +202,47 @@ fn slowloris_gets_408_idle_connections_close_and_a_silent_upstream_gets_504() {
         .contains(&"upstream_timeout timed_out".to_string()));
 }
 
+/// Clients that are never silent long enough for the per-read timeout, but too slow overall:
+/// a head trickled a byte at a time, and a body trickled after a quick head.
+#[test]
+fn trickling_heads_and_bodies_get_408_from_the_message_deadline() {
+    let (up, count) = upstream(false);
+    let gw = Gw::start(
+        up,
+        "client_timeout_ms = 5000\nmessage_timeout_ms = 800\nmessage_min_rate = 1000",
+        "",
+        &[],
+    );
+    let trickle = |head: &[u8], body: &[u8]| {
+        let mut s = gw.connect();
+        s.write_all(head).unwrap();
+        for b in body {
+            if s.write_all(&[*b]).is_err() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+            s.set_nonblocking(true).unwrap();
+            let mut peek = [0u8; 1];
+            let answered = matches!(s.peek(&mut peek), Ok(n) if n > 0);
+            s.set_nonblocking(false).unwrap();
+            if answered {
+                break;
+            }
+        }
+        read_all(&mut s)
+    };
+    let reply = trickle(b"", b"GET / HTTP/1.1\r\nHost: t\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n\r\n");
+    assert!(reply.starts_with("HTTP/1.1 408 "), "slow head: {reply}");
+    let reply = trickle(
+        b"POST / HTTP/1.1\r\nHost: t\r\nContent-Length: 60\r\n\r\n",
+        &[b'a'; 60],
+    );
+    assert!(reply.starts_with("HTTP/1.1 408 "), "slow body: {reply}");
+    assert_eq!(count.load(Ordering::SeqCst), 0, "neither request completed");
+    // A quick client on the same gateway is served.
+    assert!(exchange(&mut gw.connect(), GET).ends_with("ok"));
+}
+
 #[test]
 fn connections_over_the_per_source_limit_get_503_and_slots_are_given_back() {
     let (up, _) = upstream(false);
