@@ -281,10 +281,7 @@ impl<'a> HttpView<'a> {
                         .iter()
                         .map(|v| Val::Num(v.bytes().len() as i64))
                         .collect(),
-                    _ => vals
-                        .into_iter()
-                        .map(|v| Val::Bytes(Cow::Owned(apply(*func, &v.bytes()).into_owned())))
-                        .collect(),
+                    _ => vals.into_iter().map(|v| transform_val(*func, v)).collect(),
                 };
                 (out, field)
             }
@@ -348,6 +345,25 @@ impl<'a> HttpView<'a> {
     }
 }
 
+/// Applies a transform to one value without copying when it can: a value borrowed from the
+/// message stays borrowed when the transform leaves it as it is or returns a part of it, and an
+/// owned value the transform leaves unchanged is kept as it is.
+fn transform_val(func: Func, v: Val<'_>) -> Val<'_> {
+    match v {
+        Val::Bytes(Cow::Borrowed(s)) => Val::Bytes(apply(func, s)),
+        Val::Bytes(Cow::Owned(owned)) => {
+            let out = match apply(func, &owned) {
+                Cow::Borrowed(b) if b.len() == owned.len() => None,
+                other => Some(other.into_owned()),
+            };
+            Val::Bytes(Cow::Owned(out.unwrap_or(owned)))
+        }
+        Val::Num(n) => Val::Bytes(Cow::Owned(
+            apply(func, n.to_string().as_bytes()).into_owned(),
+        )),
+    }
+}
+
 fn record(ev: &mut Evidence, field: Option<&Field>, v: &Val<'_>) {
     ev.field = field.map(|f| f.name.clone()).unwrap_or_default();
     ev.value = v.bytes().into_owned();
@@ -401,7 +417,9 @@ fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
 #[must_use]
 pub fn apply(func: Func, input: &[u8]) -> Cow<'_, [u8]> {
     match func {
+        Func::Lower if !input.iter().any(u8::is_ascii_uppercase) => Cow::Borrowed(input),
         Func::Lower => Cow::Owned(input.to_ascii_lowercase()),
+        Func::Upper if !input.iter().any(u8::is_ascii_lowercase) => Cow::Borrowed(input),
         Func::Upper => Cow::Owned(input.to_ascii_uppercase()),
         Func::UrlDecode => transform::url_decode(input),
         Func::UrlDecodeUni => transform::url_decode_uni(input),
@@ -415,9 +433,9 @@ pub fn apply(func: Func, input: &[u8]) -> Cow<'_, [u8]> {
         Func::StripPathParams => transform::strip_path_params(input),
         Func::OverlongUtf8 => transform::overlong_utf8(input),
         Func::JsonUnescape => transform::json_unescape(input),
-        Func::TomcatPath => Cow::Owned(transform::tomcat_path(input)),
-        Func::IisPath => Cow::Owned(transform::iis_path(input)),
-        Func::HttpdPath => Cow::Owned(transform::httpd_path(input)),
+        Func::TomcatPath => transform::tomcat_path(input),
+        Func::IisPath => transform::iis_path(input),
+        Func::HttpdPath => transform::httpd_path(input),
         Func::Len | Func::Count | Func::Exists => Cow::Borrowed(input),
     }
 }

@@ -78,6 +78,14 @@ pub fn form_decode(input: &[u8]) -> Vec<u8> {
 /// a separator too (as IIS parses paths). The result always starts with `/` when the input did.
 #[must_use]
 pub fn normalize_path(input: &[u8], backslash: bool) -> Cow<'_, [u8]> {
+    if is_normal_path(input, backslash) {
+        return Cow::Borrowed(input);
+    }
+    resolve_segments(input, backslash)
+}
+
+/// The general case of [`normalize_path`]: split, resolve, join.
+fn resolve_segments(input: &[u8], backslash: bool) -> Cow<'_, [u8]> {
     let is_sep = |b: u8| b == b'/' || (backslash && b == b'\\');
     let mut segments: Vec<&[u8]> = Vec::new();
     let absolute = input.first().is_some_and(|&b| is_sep(b));
@@ -111,6 +119,24 @@ pub fn normalize_path(input: &[u8], backslash: bool) -> Cow<'_, [u8]> {
     } else {
         Cow::Owned(out)
     }
+}
+
+/// Whether [`normalize_path`] would return `input` unchanged: no `.` or `..` segment, no empty
+/// segment but a leading or trailing one, and (in Windows mode) no `\`. Most paths are; this
+/// answers without allocating.
+fn is_normal_path(input: &[u8], backslash: bool) -> bool {
+    if backslash && input.contains(&b'\\') {
+        return false;
+    }
+    let last = input.split(|&b| b == b'/').count() - 1;
+    input
+        .split(|&b| b == b'/')
+        .enumerate()
+        .all(|(i, seg)| match seg {
+            b"." | b".." => false,
+            b"" => i == 0 || i == last,
+            _ => true,
+        })
 }
 
 /// Removes path parameters the way Tomcat and Jetty do before mapping a request: in every
@@ -231,27 +257,38 @@ pub fn json_unescape(input: &[u8]) -> Cow<'_, [u8]> {
 /// Parsing profile: a request path as Tomcat and Jetty map it to a servlet (path parameters
 /// removed from every segment, then percent-decoded once, then dot segments resolved).
 #[must_use]
-pub fn tomcat_path(raw_path: &[u8]) -> Vec<u8> {
-    let stripped = strip_path_params(raw_path);
-    let decoded = url_decode(&stripped);
-    normalize_path(&decoded, false).into_owned()
+pub fn tomcat_path(raw_path: &[u8]) -> Cow<'_, [u8]> {
+    then(strip_path_params(raw_path), |p| {
+        then(url_decode(p), |d| normalize_path(d, false))
+    })
+}
+
+/// Applies `step` to the result of a previous step, borrowing from the original input for as
+/// long as no step had to copy.
+fn then<'a>(
+    prev: Cow<'a, [u8]>,
+    step: impl for<'b> Fn(&'b [u8]) -> Cow<'b, [u8]>,
+) -> Cow<'a, [u8]> {
+    match prev {
+        Cow::Borrowed(b) => step(b),
+        Cow::Owned(o) => Cow::Owned(step(&o).into_owned()),
+    }
 }
 
 /// Parsing profile: a request path as IIS maps it to a file (`%uXXXX` and percent escapes
 /// decoded once, overlong UTF-8 decoded, `\` a separator, dot segments resolved).
 #[must_use]
-pub fn iis_path(raw_path: &[u8]) -> Vec<u8> {
-    let decoded = url_decode_uni(raw_path);
-    let decoded = overlong_utf8(&decoded);
-    normalize_path(&decoded, true).into_owned()
+pub fn iis_path(raw_path: &[u8]) -> Cow<'_, [u8]> {
+    then(url_decode_uni(raw_path), |d| {
+        then(overlong_utf8(d), |d| normalize_path(d, true))
+    })
 }
 
 /// Parsing profile: a request path as Apache httpd maps it (decoded once, dot segments
 /// resolved).
 #[must_use]
-pub fn httpd_path(raw_path: &[u8]) -> Vec<u8> {
-    let decoded = url_decode(raw_path);
-    normalize_path(&decoded, false).into_owned()
+pub fn httpd_path(raw_path: &[u8]) -> Cow<'_, [u8]> {
+    then(url_decode(raw_path), |d| normalize_path(d, false))
 }
 
 /// Decodes HTML character references: named (`&lt; &gt; &amp; &quot; &apos; &nbsp;`),
@@ -398,6 +435,32 @@ mod tests {
     }
 
     #[test]
+    fn the_no_copy_fast_path_agrees_with_the_general_case() {
+        // Every string of up to 7 bytes over the bytes that matter.
+        let alphabet = [b'/', b'.', b'a', b'\\'];
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..7 {
+            let next: Vec<Vec<u8>> = inputs
+                .iter()
+                .filter(|v| v.len() == inputs.last().map_or(0, Vec::len))
+                .flat_map(|v| alphabet.iter().map(move |&b| [v.as_slice(), &[b]].concat()))
+                .collect();
+            inputs.extend(next);
+        }
+        assert!(inputs.len() > 20_000);
+        for input in &inputs {
+            for backslash in [false, true] {
+                assert_eq!(
+                    normalize_path(input, backslash),
+                    resolve_segments(input, backslash),
+                    "{:?} backslash={backslash}",
+                    String::from_utf8_lossy(input)
+                );
+            }
+        }
+    }
+
+    #[test]
     fn normalize_path_resolves_dots_and_slashes() {
         assert_eq!(&*normalize_path(b"/a/b/../c/./d", false), b"/a/c/d");
         assert_eq!(
@@ -464,21 +527,24 @@ mod tests {
     #[test]
     fn parsing_profiles() {
         assert_eq!(
-            tomcat_path(b"/tmui/login.jsp/..;/tmui/%66ile.jsp;jsessionid=1"),
+            &*tomcat_path(b"/tmui/login.jsp/..;/tmui/%66ile.jsp;jsessionid=1"),
             b"/tmui/tmui/file.jsp"
         );
         assert_eq!(
-            tomcat_path(b"/a/%3b/b"),
+            &*tomcat_path(b"/a/%3b/b"),
             b"/a/;/b",
             "an encoded ';' is data"
         );
         assert_eq!(
-            iis_path(b"/scripts/..%c1%1c..%u005cwinnt/cmd.exe"),
+            &*iis_path(b"/scripts/..%c1%1c..%u005cwinnt/cmd.exe"),
             b"/winnt/cmd.exe"
         );
-        assert_eq!(httpd_path(b"/icons/.%2e/%2e%2e/etc/passwd"), b"/etc/passwd");
         assert_eq!(
-            httpd_path(b"/a/%252e%252e/b"),
+            &*httpd_path(b"/icons/.%2e/%2e%2e/etc/passwd"),
+            b"/etc/passwd"
+        );
+        assert_eq!(
+            &*httpd_path(b"/a/%252e%252e/b"),
             b"/a/%2e%2e/b",
             "decoded once only"
         );

@@ -491,9 +491,7 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
 ///
 /// Bare LF line endings are found too, so that they are reported instead of waited on.
 fn find_head_end(buf: &[u8]) -> Option<usize> {
-    let mut i = 0;
-    while let Some(pos) = buf[i..].iter().position(|&b| b == b'\n') {
-        let lf = i + pos;
+    for lf in memchr::memchr_iter(b'\n', buf) {
         // "\n\n" or "\n\r\n" ends a head (the bare forms are rejected by check_line_endings).
         if buf.get(lf + 1) == Some(&b'\n') {
             return Some(lf + 2);
@@ -501,14 +499,14 @@ fn find_head_end(buf: &[u8]) -> Option<usize> {
         if buf.get(lf + 1) == Some(&b'\r') && buf.get(lf + 2) == Some(&b'\n') {
             return Some(lf + 3);
         }
-        i = lf + 1;
     }
     None
 }
 
+/// The first CR not followed by LF or LF not preceded by CR; only CR and LF bytes are visited.
 fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
-    for (i, &b) in head.iter().enumerate() {
-        match b {
+    for i in memchr::memchr2_iter(b'\r', b'\n', head) {
+        match head[i] {
             b'\n' if i == 0 || head[i - 1] != b'\r' => return Err(HeadError::BareLf { offset: i }),
             b'\r' if head.get(i + 1) != Some(&b'\n') => {
                 return Err(HeadError::BareCr { offset: i })
@@ -521,7 +519,7 @@ fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
 
 /// Checks size limits and line endings; returns the head length when complete.
 fn delimit_head(buf: &[u8], limits: &Limits, is_request: bool) -> Result<Option<usize>, HeadError> {
-    let first_line_end = buf.iter().position(|&b| b == b'\n');
+    let first_line_end = memchr::memchr(b'\n', buf);
     if is_request {
         let line_len = first_line_end.unwrap_or(buf.len());
         if line_len > limits.max_request_line + 1 {
@@ -559,6 +557,24 @@ fn map_httparse(e: httparse::Error) -> HeadError {
     HeadError::Malformed { what }
 }
 
+/// Header slots kept on the stack; a configured `max_headers` beyond this uses the heap.
+const STACK_HEADERS: usize = 128;
+
+/// `max_headers + 1` slots (one more than allowed, to tell "too many" from "exactly the limit").
+fn header_storage<'s, 'b>(
+    stack: &'s mut [httparse::Header<'b>; STACK_HEADERS],
+    heap: &'s mut Vec<httparse::Header<'b>>,
+    limits: &Limits,
+) -> &'s mut [httparse::Header<'b>] {
+    let slots = limits.max_headers + 1;
+    if slots <= STACK_HEADERS {
+        &mut stack[..slots]
+    } else {
+        heap.resize(slots, httparse::EMPTY_HEADER);
+        heap
+    }
+}
+
 /// httparse must have consumed exactly the delimited head.
 fn check_parsed(
     result: httparse::Result<usize>,
@@ -593,10 +609,8 @@ fn collect_fields(
         let value_start = h.value.as_ptr() as usize - base;
         let value = value_start..value_start + h.value.len();
         // The line ends at the next CRLF after the value.
-        let line_end = raw[value.end..]
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .map_or(raw.len(), |p| value.end + p + 2);
+        // Line endings are checked CRLF already: the line ends after the next LF.
+        let line_end = memchr::memchr(b'\n', &raw[value.end..]).map_or(raw.len(), |p| value.end + p + 1);
         let trimmed = trim_ows(&raw[value.clone()]);
         let lead = trimmed.as_ptr() as usize - base;
         out.push(HeaderField {
@@ -619,8 +633,9 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
         return Ok(None);
     };
     let raw = &buf[..end];
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers + 1];
-    let mut req = httparse::Request::new(&mut storage);
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let mut req = httparse::Request::new(header_storage(&mut stack, &mut heap, limits));
     check_parsed(req.parse(raw), end, limits)?;
     let base = raw.as_ptr() as usize;
     let method_str = req.method.unwrap_or_default();
@@ -760,8 +775,9 @@ pub fn parse_response_head(buf: &[u8], limits: &Limits) -> Result<Option<Respons
         return Ok(None);
     };
     let raw = &buf[..end];
-    let mut storage = vec![httparse::EMPTY_HEADER; limits.max_headers + 1];
-    let mut resp = httparse::Response::new(&mut storage);
+    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+    let mut heap = Vec::new();
+    let mut resp = httparse::Response::new(header_storage(&mut stack, &mut heap, limits));
     check_parsed(resp.parse(raw), end, limits)?;
     let version = if resp.version == Some(0) {
         Version::Http10
