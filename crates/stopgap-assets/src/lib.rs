@@ -195,6 +195,9 @@ struct Inner {
 #[derive(Default)]
 pub struct Assets {
     inner: Mutex<Inner>,
+    /// A copy of the table's epoch readable without the lock: connections keep the snapshot
+    /// [`Assets::patches_for`] gave them until it or the patch generation moves.
+    epoch: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Assets {
@@ -231,6 +234,13 @@ impl Assets {
         let a = Self::default();
         a.inner.lock().unwrap_or_else(|p| p.into_inner()).inventory = inventory;
         a
+    }
+
+    /// The table's epoch: it moves whenever a fact changes, so that a snapshot from
+    /// [`Assets::patches_for`] taken at the same epoch and generation is still current.
+    #[must_use]
+    pub fn epoch(&self) -> u64 {
+        self.epoch.load(std::sync::atomic::Ordering::Acquire)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -351,6 +361,8 @@ impl Assets {
             asset.facts.push(fact);
         }
         inner.epoch += 1;
+        self.epoch
+            .store(inner.epoch, std::sync::atomic::Ordering::Release);
         let after = Self::decisions(&inner, server, base, None);
         before
             .into_iter()

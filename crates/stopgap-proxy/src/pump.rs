@@ -6,6 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
+use bytes::Bytes;
 use stopgap_engine::{
     FlowInspector, FlowMeta, FtpInspector, InspectorConfig, Output, Session, Side, SmtpInspector,
     Timeout,
@@ -13,7 +14,7 @@ use stopgap_engine::{
 use stopgap_patch::PatchSet;
 use stopgap_patch::Protocol;
 use stopgap_proto::ftp;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
@@ -561,6 +562,76 @@ fn refuse_banned(mut stream: TcpStream, peer: SocketAddr, rt: &ListenerRuntime) 
     });
 }
 
+/// The patch snapshot of one connection's server, rebuilt only when the patch generation or
+/// the asset table moves (most reads take neither lock nor allocation).
+#[derive(Default)]
+struct SnapshotCache {
+    generation: u64,
+    epoch: u64,
+    set: Option<Arc<PatchSet>>,
+}
+
+impl SnapshotCache {
+    fn current(&mut self, rt: &ListenerRuntime, server: SocketAddr) -> Arc<PatchSet> {
+        let base = rt.patches.load();
+        let epoch = rt.assets.epoch();
+        match &self.set {
+            Some(set) if self.generation == base.generation && self.epoch == epoch => set.clone(),
+            _ => {
+                let set = rt.assets.patches_for(server, &base, rt.unknown_assets);
+                self.generation = base.generation;
+                self.epoch = epoch;
+                self.set = Some(set.clone());
+                set
+            }
+        }
+    }
+}
+
+/// Byte pieces for one side of a connection, written together.
+#[derive(Default)]
+struct Gather {
+    parts: Vec<Bytes>,
+    len: usize,
+}
+
+impl Gather {
+    /// Pieces up to this size in total are copied into one write; larger ones (body chunks)
+    /// are written as they are.
+    const COPY_LIMIT: usize = 16 * 1024;
+
+    fn push(&mut self, bytes: Bytes) {
+        self.len += bytes.len();
+        self.parts.push(bytes);
+    }
+
+    fn is_empty(&self) -> bool {
+        self.parts.is_empty()
+    }
+
+    async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
+        match self.parts.len() {
+            0 => {}
+            1 => w.write_all(&self.parts[0]).await?,
+            _ if self.len <= Self::COPY_LIMIT => {
+                let mut one = Vec::with_capacity(self.len);
+                for p in &self.parts {
+                    one.extend_from_slice(p);
+                }
+                w.write_all(&one).await?;
+            }
+            _ => {
+                for p in &self.parts {
+                    w.write_all(p).await?;
+                }
+            }
+        }
+        self.parts.clear();
+        self.len = 0;
+        Ok(())
+    }
+}
+
 /// The test-only fault hook: when `STOPGAP_FAULT_PANIC_MARKER` is set, client bytes that
 /// contain it make the inspection of that connection panic (to test isolation and the
 /// failure policy). Without the variable nothing happens.
@@ -636,6 +707,10 @@ async fn handle_connection(
     let mut shutdown_server_when_idle = false;
     let mut last_client = Instant::now();
     let mut last_server = Instant::now();
+    let mut snapshots = SnapshotCache::default();
+    let mut armed = Instant::now() + settings.timeouts.idle;
+    let timer = tokio::time::sleep_until(armed.into());
+    tokio::pin!(timer);
     // The message the client is part-way through: when it started, and bytes read since.
     let mut message: Option<(Instant, u64)> = None;
     let timeouts = settings.timeouts;
@@ -670,11 +745,23 @@ async fn handle_connection(
         } else {
             (last_client.max(last_server) + timeouts.idle, Timeout::Idle)
         };
+        // One timer per connection, re-armed only when the deadline comes earlier than armed
+        // (or when it fires early): most rounds push the deadline later and touch no timer.
+        if deadline < armed {
+            timer.as_mut().reset(deadline.into());
+            armed = deadline;
+        }
         let mut forwarded_head_at = None;
         tokio::select! {
             () = drain.wait(), if !drain.is_set() => continue,
-            () = tokio::time::sleep_until(deadline.into()) => {
-                insp.timed_out(which);
+            () = &mut timer => {
+                if Instant::now() >= deadline {
+                    insp.timed_out(which);
+                } else {
+                    // Armed for an earlier deadline that activity has since pushed back.
+                    timer.as_mut().reset(deadline.into());
+                    armed = deadline;
+                }
             }
             r = client_r.read(&mut cbuf), if client_open => {
                 match r {
@@ -700,7 +787,7 @@ async fn handle_connection(
                         last_client = read_at;
                         rt.metrics.bytes_from_client.inc_by(n as u64);
                         let before = insp.requests();
-                        let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full(), rt.unknown_assets);
+                        let snapshot = snapshots.current(&rt, settings.upstream);
                         let data = &cbuf[..n];
                         let inspected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             if fault_marker().is_some_and(|m| data.windows(m.len()).any(|w| w == m)) {
@@ -734,7 +821,7 @@ async fn handle_connection(
                     Ok(n) => {
                         last_server = Instant::now();
                         rt.metrics.bytes_from_server.inc_by(n as u64);
-                        let snapshot = rt.assets.patches_for(settings.upstream, &rt.patches.load_full(), rt.unknown_assets);
+                        let snapshot = snapshots.current(&rt, settings.upstream);
                         let data = &sbuf[..n];
                         let inspected = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                             insp.handle_data(Side::Server, data, &snapshot);
@@ -750,17 +837,35 @@ async fn handle_connection(
                 }
             }
         }
+        // Bytes for each side are gathered and written once per round (one write instead of
+        // one per head and body piece), before anything else that must follow them.
+        let mut for_server = Gather::default();
+        let mut for_client = Gather::default();
         while let Some(out) = insp.poll_output() {
             match out {
                 Output::ToServer(bytes) => {
-                    if let Some(w) = server_w.as_mut() {
-                        w.write_all(&bytes).await?;
-                        if let Some(t) = forwarded_head_at.take() {
-                            rt.metrics.added_latency.observe(t.elapsed().as_secs_f64());
-                        }
+                    if server_w.is_some() {
+                        for_server.push(bytes);
+                    }
+                    continue;
+                }
+                Output::ToClient(bytes) => {
+                    for_client.push(bytes);
+                    continue;
+                }
+                _ => {}
+            }
+            if let Some(w) = server_w.as_mut() {
+                if !for_server.is_empty() {
+                    for_server.write_to(w).await?;
+                    if let Some(t) = forwarded_head_at.take() {
+                        rt.metrics.added_latency.observe(t.elapsed().as_secs_f64());
                     }
                 }
-                Output::ToClient(bytes) => client_w.write_all(&bytes).await?,
+            }
+            for_client.write_to(&mut client_w).await?;
+            match out {
+                Output::ToServer(_) | Output::ToClient(_) => unreachable!("gathered above"),
                 Output::Audit(event) => {
                     let neutralised = event.event == stopgap_engine::audit::event::PATCH_MATCH
                         && matches!(
@@ -859,6 +964,15 @@ async fn handle_connection(
                 }
             }
         }
+        if let Some(w) = server_w.as_mut() {
+            if !for_server.is_empty() {
+                for_server.write_to(w).await?;
+                if let Some(t) = forwarded_head_at.take() {
+                    rt.metrics.added_latency.observe(t.elapsed().as_secs_f64());
+                }
+            }
+        }
+        for_client.write_to(&mut client_w).await?;
         if shutdown_server_when_idle && insp.is_idle() {
             shutdown_server_when_idle = false;
             if let Some(w) = server_w.as_mut() {

@@ -196,8 +196,18 @@ fn main() -> ExitCode {
     }
 }
 
+/// The runtime for the cores this process may run on: one thread and no work-stealing when
+/// it has one core (no cross-thread wake-ups), one worker per core otherwise.
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    let mut builder = if cores == 1 {
+        tokio::runtime::Builder::new_current_thread()
+    } else {
+        let mut b = tokio::runtime::Builder::new_multi_thread();
+        b.worker_threads(cores);
+        b
+    };
+    builder
         .enable_all()
         .build()
         .context("cannot start the runtime")

@@ -610,7 +610,8 @@ fn collect_fields(
         let value = value_start..value_start + h.value.len();
         // The line ends at the next CRLF after the value.
         // Line endings are checked CRLF already: the line ends after the next LF.
-        let line_end = memchr::memchr(b'\n', &raw[value.end..]).map_or(raw.len(), |p| value.end + p + 1);
+        let line_end =
+            memchr::memchr(b'\n', &raw[value.end..]).map_or(raw.len(), |p| value.end + p + 1);
         let trimmed = trim_ows(&raw[value.clone()]);
         let lead = trimmed.as_ptr() as usize - base;
         out.push(HeaderField {
