@@ -214,17 +214,20 @@ def start(cmd, port, name):
 
 def synthetic_patches(library, out, total):
     """`total` applied HTTP patches: the real library's HTTP patches first, then synthetic ones
-    shaped like them (a path, a parameter and a header condition each)."""
+    (a path prefix, then a parameter or a header condition). The synthetic path test is on the
+    raw path, so the prefilter can skip them; patches on decoded fields are evaluated on every
+    request (docs/patches.md, Prefilter) and cost what inspect_rate --per-patch shows."""
     os.makedirs(out, exist_ok=True)
     real = sorted(f for f in os.listdir(library) if f.endswith(".toml")
                   and 'protocol = "http"' in open(os.path.join(library, f)).read())
     for f in real[:total]:
         shutil.copy(os.path.join(library, f), out)
     for i in range(max(0, total - len(real))):
-        write(os.path.join(out, f"SG-2099-{i + 1}.toml"),
-              f'id = "SG-2099-{i + 1}"\ntitle = "synthetic benchmark patch {i}"\n'
-              f'cve = ["CVE-2099-{i + 1}"]\nseverity = "high"\nprotocol = "http"\n'
-              f'[rule]\nwhen = \'\'\'\nhttp.request.path starts_with "/synthetic/app{i}/" and '
+        write(os.path.join(out, f"SG-2099-{i + 10001}.toml"),
+              f'id = "SG-2099-{i + 10001}"\ntitle = "synthetic benchmark patch {i}"\n'
+              f'cve = ["CVE-2099-{i + 10001}"]\nseverity = "high"\nprotocol = "http"\n'
+              f'[applies]\nproduct = "nginx:nginx"\nversions = "*"\n'
+              f'[rule]\nwhen = \'\'\'\nhttp.request.raw_path starts_with "/synthetic/app{i}/" and '
               f'(http.request.arg("cmd{i}") contains ";" or '
               f'http.request.header("x-synthetic-{i}") ~ r"\\$\\{{")\n\'\'\'\n'
               f'action = "reject"\nstatus = 403\nmode = "enforce"\n')
