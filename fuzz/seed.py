@@ -4,7 +4,7 @@ public-corpus records in tests/corpus, the byte strings of the HTTP codec's conv
 (crates/stopgap-proto/src/http1/tests.rs) and the shipped patch files in patches/. Deterministic:
 each seed is named by the SHA-1 of its bytes, as libFuzzer names inputs.
 
-Usage: fuzz/seed.py   (run from anywhere; replaces fuzz/corpus)
+Usage: fuzz/seed.py   (run from anywhere; rebuilds fuzz/corpus, keeping regression-* inputs)
 """
 import base64
 import hashlib
@@ -89,6 +89,8 @@ def main():
         seeds["http1"].add((b"\x01" if literal.startswith(b"HTTP/") else b"\x00") + literal)
     for path in sorted((ROOT / "patches").glob("*.toml")):
         seeds["patch_file"].add(path.read_bytes())
+    # Inputs that once crashed a target are kept as they are (regression-*), seeds are rebuilt.
+    kept = {p: p.read_bytes() for p in OUT.glob("*/regression-*")}
     shutil.rmtree(OUT, ignore_errors=True)
     for target, inputs in seeds.items():
         folder = OUT / target
@@ -97,6 +99,8 @@ def main():
             if data:
                 (folder / hashlib.sha1(data).hexdigest()).write_bytes(data)
         print(f"{target}: {len(inputs)} seeds")
+    for path, data in kept.items():
+        path.write_bytes(data)
 
 
 if __name__ == "__main__":

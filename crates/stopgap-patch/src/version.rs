@@ -293,7 +293,8 @@ impl Range {
                     let branch = Version::parse(rest.trim_end_matches(".x")).ok_or_else(bad)?;
                     let mut next = branch.clone();
                     if let Some(Part::Num(n)) = next.parts.last_mut() {
-                        *n += 1;
+                        // A branch number too large to have a successor names no release.
+                        *n = n.checked_add(1).ok_or_else(bad)?;
                     }
                     next.raw = format!("{next:?}");
                     intervals.push(Interval {
@@ -427,6 +428,10 @@ mod tests {
         assert!(r.contains(&v("12.1.5")) && r.contains(&v("11.6.0")) && !r.contains(&v("12.2.0")));
         assert!(Range::parse("2013, 2016, 2019 before the March 2021 updates").is_err());
         assert!(Range::parse("").is_err());
+        // Found by fuzzing: a branch whose number saturates has no successor; an error, not a
+        // panic.
+        assert!(Range::parse("99999999999999999999999.x").is_err());
+        assert!(Range::parse("18446744073709551614.x").is_ok());
     }
 
     fn version_strategy() -> impl Strategy<Value = String> {
