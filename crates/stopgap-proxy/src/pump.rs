@@ -362,6 +362,13 @@ pub async fn serve_listener(listener: TcpListener, rt: ListenerRuntime) {
                 }
                 let slot = match rt.limits.admit(peer.ip()) {
                     Ok(slot) => slot,
+                    // Overload under fail_open: the gateway must not become the outage, so the
+                    // connection is relayed uninspected (logged). One source over its own
+                    // share is refused whatever the policy: that is abuse, not load.
+                    Err("max_connections") if rt.failure_policy == FailurePolicy::FailOpen => {
+                        relay_uninspected(stream, peer, &rt);
+                        continue;
+                    }
                     Err(limit) => {
                         refuse_over_limit(stream, peer, limit, &rt);
                         continue;
@@ -421,6 +428,32 @@ fn refuse_over_limit(
     tokio::spawn(async move {
         let _ = stream.write_all(reply).await;
         let _ = stream.shutdown().await;
+    });
+}
+
+/// Relays a connection over `max_connections` to the upstream byte for byte, uninspected
+/// (fail_open), and records it.
+fn relay_uninspected(mut stream: TcpStream, peer: SocketAddr, rt: &ListenerRuntime) {
+    let settings = **rt.settings.load();
+    rt.audit.record(stopgap_engine::AuditEvent {
+        event: stopgap_engine::audit::event::PROTOCOL_VIOLATION,
+        client: peer.to_string(),
+        upstream: settings.upstream.to_string(),
+        anomaly: Some("max_connections"),
+        outcome: "passed_uninspected".into(),
+        detail: Some(
+            "connection limit max_connections reached; fail_open relays it uninspected".into(),
+        ),
+        ..stopgap_engine::AuditEvent::default()
+    });
+    tokio::spawn(async move {
+        let connect = tokio::time::timeout(
+            settings.connect_timeout,
+            TcpStream::connect(settings.upstream),
+        );
+        if let Ok(Ok(mut server)) = connect.await {
+            let _ = tokio::io::copy_bidirectional(&mut stream, &mut server).await;
+        }
     });
 }
 

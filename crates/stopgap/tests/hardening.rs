@@ -274,6 +274,53 @@ fn connections_over_the_per_source_limit_get_503_and_slots_are_given_back() {
     );
 }
 
+/// Overload (the listener's max_connections reached): fail_closed refuses with 503, fail_open
+/// relays the connection uninspected, so that the gateway never becomes the outage.
+#[test]
+fn overload_follows_the_failure_policy() {
+    const EXPLOIT: &[u8] =
+        b"GET / HTTP/1.1\r\nHost: t\r\nRange: bytes=0-18446744073709551615\r\n\r\n";
+    for (policy, relayed) in [("fail_closed", false), ("fail_open", true)] {
+        let (up, count) = upstream(false);
+        let gw = Gw::start(
+            up,
+            "max_connections = 1",
+            &format!("failure_policy = \"{policy}\""),
+            &[],
+        );
+        std::thread::sleep(Duration::from_millis(300));
+        let mut held = gw.connect();
+        assert!(exchange(&mut held, GET).ends_with("ok"));
+        let mut over = gw.connect();
+        let reply = exchange(&mut over, EXPLOIT);
+        let anomalies = gw.anomalies();
+        if relayed {
+            assert!(reply.starts_with("HTTP/1.1 200 "), "{policy}: {reply}");
+            assert_eq!(
+                count.load(Ordering::SeqCst),
+                2,
+                "the exploit reached the server uninspected"
+            );
+            assert!(
+                anomalies.contains(&"max_connections passed_uninspected".to_string()),
+                "{anomalies:?}"
+            );
+        } else {
+            assert!(reply.starts_with("HTTP/1.1 503 "), "{policy}: {reply}");
+            assert_eq!(count.load(Ordering::SeqCst), 1);
+            assert!(
+                anomalies.contains(&"max_connections refused".to_string()),
+                "{anomalies:?}"
+            );
+        }
+        // The connection within the limit is still inspected: the exploit is refused there.
+        assert!(
+            exchange(&mut held, EXPLOIT).starts_with("HTTP/1.1 400 "),
+            "{policy}"
+        );
+    }
+}
+
 fn panic_isolation(policy: &str) -> (String, u64, Vec<String>) {
     let (up, received) = upstream(false);
     let gw = Gw::start(
