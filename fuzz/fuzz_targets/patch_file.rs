@@ -21,6 +21,7 @@ fuzz_target!(|data: &[u8]| {
             body: Some(&req[head.raw().len()..]),
             response: None,
             command: None,
+            derived: None,
         };
         let _ = view.eval(&expr);
     }

@@ -1,6 +1,7 @@
 //! Inspection cost per request, without any network: a benign keep-alive GET replayed through
 //! one FlowInspector with the whole shipped library applied. A measurement, not a test:
-//! `cargo run --release -p stopgap-engine --example inspect_rate [requests] [--per-patch]`.
+//! `cargo run --release -p stopgap-engine --example inspect_rate [requests] [--per-patch]
+//! [--post]` (`--post`: a 16 KiB urlencoded form POST instead of the GET).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,7 +29,14 @@ fn main() {
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../patches");
     let patches = load_dir(&dir).unwrap_or_else(|e| panic!("{e}"));
     let count = patches.len();
-    let request: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
+    let get: &[u8] = b"GET /index.html HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
+    let mut post = b"POST /post HTTP/1.1\r\nHost: bench.example\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 16384\r\n\r\ndata=".to_vec();
+    post.resize(post.len() + 16379, b'a');
+    let request: &[u8] = if std::env::args().any(|a| a == "--post") {
+        &post
+    } else {
+        get
+    };
     let response: &[u8] =
         b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 17\r\n\r\nhello, benchmark\n";
     if std::env::args().any(|a| a == "--per-patch") {
@@ -53,7 +61,6 @@ fn main() {
     ] {
         let set = Arc::new(set);
         let mut insp = FlowInspector::new(InspectorConfig::default(), FlowMeta::default());
-        let request = b"GET /index.html HTTP/1.1\r\nHost: bench.example\r\nUser-Agent: wrk\r\nAccept: */*\r\n\r\n";
         let response =
             b"HTTP/1.1 200 OK\r\nServer: nginx\r\nContent-Length: 17\r\n\r\nhello, benchmark\n";
         let start = Instant::now();

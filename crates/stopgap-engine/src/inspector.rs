@@ -7,7 +7,7 @@ use std::sync::Arc;
 use stopgap_assets::BannerKind;
 
 use bytes::{Bytes, BytesMut};
-use stopgap_patch::expr::{Evidence, HttpView};
+use stopgap_patch::expr::{Derived, Evidence, HttpView};
 use stopgap_patch::{Action, Applied, Mode, PatchSet, Target};
 use stopgap_proto::http1::{
     parse_request_head, parse_response_head, BodyDecoder, Framing, Limits, RequestHead,
@@ -580,11 +580,13 @@ impl FlowInspector {
         haystacks.extend(body);
         let mut hits = std::mem::take(&mut self.hits);
         snapshot.request_candidates(&haystacks, &mut hits);
+        let derived = Derived::default();
         let view = HttpView {
             request: Some(head),
             body,
             response: None,
             command: None,
+            derived: Some(&derived),
         };
         let mut verdict = Verdict::default();
         for (i, applied) in snapshot.request_patches().iter().enumerate() {
@@ -1167,6 +1169,7 @@ impl FlowInspector {
             body: None,
             response: Some(head),
             command: None,
+            derived: None,
         };
         let mut hits = std::mem::take(&mut self.hits);
         snapshot.response_candidates(&[head.raw()], &mut hits);

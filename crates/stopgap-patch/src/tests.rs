@@ -17,6 +17,7 @@ fn eval(src: &str, request: &[u8]) -> bool {
         body: Some(body),
         response: None,
         command: None,
+        derived: None,
     };
     view.eval(&parse(src).unwrap()).is_some()
 }

@@ -23,5 +23,5 @@ mod parser;
 pub mod transform;
 
 pub use ast::{CmpOp, Expr, Field, FieldKind, Func, Operand, Span};
-pub use eval::{CommandView, Evidence, HttpView};
+pub use eval::{CommandView, Derived, Evidence, HttpView};
 pub use parser::{parse, ParseError, MAX_REGEX_SIZE};
