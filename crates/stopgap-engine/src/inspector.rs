@@ -579,7 +579,11 @@ impl FlowInspector {
         let mut haystacks: Vec<&[u8]> = vec![head.raw()];
         haystacks.extend(body);
         let mut hits = std::mem::take(&mut self.hits);
-        snapshot.request_candidates(&haystacks, &mut hits);
+        if which == Which::BodyOnly {
+            snapshot.request_body_candidates(&haystacks, &mut hits);
+        } else {
+            snapshot.request_candidates(&haystacks, &mut hits);
+        }
         let derived = Derived::default();
         let view = HttpView {
             request: Some(head),

@@ -568,3 +568,44 @@ fn idle_only_between_messages_and_requests_are_counted() {
     assert!(!h.insp.is_idle(), "half a request body is not idle");
     assert_eq!(h.insp.requests(), 2);
 }
+
+/// The body phase scans for the literals of body-reading patches only; head patches are judged
+/// in the head phase, and a body patch's literal is found in the head as in the body.
+#[test]
+fn head_and_body_patches_each_match_in_their_phase() {
+    let mut head_patch = patch(
+        r#"http.request.header("x-h") contains "bad""#,
+        "action = \"log\"",
+    );
+    head_patch.id = "SG-2099-0002".into();
+    let body_patch = patch(
+        r#"http.request.body contains "evil" or http.request.header("x-b") contains "evil""#,
+        "action = \"log\"",
+    );
+    let set = PatchSet::from_patches(1, vec![head_patch, body_patch]);
+    for (req, want) in [
+        (
+            &b"POST / HTTP/1.1\r\nHost: h\r\nX-H: bad\r\nContent-Length: 4\r\n\r\nevil"[..],
+            &["SG-2099-0002", "SG-2099-0001"][..],
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nX-B: evil\r\nContent-Length: 4\r\n\r\ngood",
+            &["SG-2099-0001"],
+        ),
+        (
+            b"POST / HTTP/1.1\r\nHost: h\r\nX-H: bad\r\nContent-Length: 4\r\n\r\ngood",
+            &["SG-2099-0002"],
+        ),
+    ] {
+        let mut h = Harness::new(set.clone());
+        h.client(req);
+        let matched: Vec<&str> = h
+            .events
+            .iter()
+            .filter(|e| e.event == event::PATCH_MATCH)
+            .filter_map(|e| e.patch.as_deref())
+            .collect();
+        assert_eq!(matched, want, "{:?}", String::from_utf8_lossy(req));
+        assert_eq!(h.to_server, req, "log patches change nothing");
+    }
+}

@@ -27,6 +27,9 @@ pub struct PatchSet {
     ftp: Vec<Applied>,
     smtp: Vec<Applied>,
     request_filter: Prefilter,
+    /// The literals of the body-reading request patches only: the body phase evaluates no
+    /// other, so a long body is scanned for fewer patterns.
+    body_filter: Prefilter,
     response_filter: Prefilter,
     any_body: bool,
 }
@@ -53,8 +56,19 @@ impl PatchSet {
                 .collect();
             Prefilter::new(&sets)
         };
+        let body_sets: Vec<_> = request
+            .iter()
+            .map(|a| {
+                if a.patch.needs_body {
+                    required_literals(&a.patch.when)
+                } else {
+                    Some(Vec::new())
+                }
+            })
+            .collect();
         Self {
             generation,
+            body_filter: Prefilter::new(&body_sets),
             any_body: request.iter().any(|a| a.patch.needs_body),
             request_filter: filter(&request),
             response_filter: filter(&response),
@@ -117,6 +131,12 @@ impl PatchSet {
     /// Marks the request patches to evaluate for a message made of `haystacks`.
     pub fn request_candidates(&self, haystacks: &[&[u8]], hits: &mut Vec<bool>) {
         self.request_filter.candidates(haystacks, hits);
+    }
+
+    /// Marks the body-reading request patches to evaluate for a message made of `haystacks`
+    /// (the others are not marked: the body phase does not evaluate them).
+    pub fn request_body_candidates(&self, haystacks: &[&[u8]], hits: &mut Vec<bool>) {
+        self.body_filter.candidates(haystacks, hits);
     }
 
     /// Marks the response patches to evaluate.
