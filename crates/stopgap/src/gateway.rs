@@ -197,11 +197,29 @@ pub async fn start(
             )))
         }
     };
-    let inventory = match &cfg.assets_file {
+    let mut inventory = match &cfg.assets_file {
         Some(path) => stopgap_assets::Inventory::load(path)
             .map_err(|d| StartFailure::Located(stopgap_patch::Diagnostics(d).to_string()))?,
         None => stopgap_assets::Inventory::default(),
     };
+    // `listener = "NAME"` entries speak of that listener's upstream.
+    inventory
+        .resolve_listeners(|name| {
+            cfg.listeners
+                .iter()
+                .find(|l| l.name == name)
+                .map(|l| l.upstream)
+        })
+        .map_err(|names| {
+            StartFailure::Located(format!(
+                "{}: no [[listener]] named {} in the configuration (asset entries by listener \
+                 name must name one)",
+                cfg.assets_file
+                    .as_deref()
+                    .map_or_else(|| "assets".into(), |p| p.display().to_string()),
+                names.join(", ")
+            ))
+        })?;
     let assets = Arc::new(stopgap_assets::Assets::new(inventory));
     // Facts imported earlier (stopgap assets import) survive restarts.
     let imports_file = state_dir.join(IMPORTS_FILE);

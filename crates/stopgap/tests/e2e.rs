@@ -365,6 +365,59 @@ fn every_shipped_exploit_is_refused_and_the_connection_goes_on() {
     }
 }
 
+/// An inventory entry by listener name speaks of that listener's upstream: its pins hold after
+/// the server's own banner has been seen; a name that is no listener stops the start.
+#[test]
+fn inventory_entries_by_listener_name_apply_to_its_upstream() {
+    let nginx = Nginx::start();
+    let dir = TempDir::new("by-listener");
+    let inventory = dir.0.join("assets.toml");
+    // The quick form's listener is named "quick".
+    std::fs::write(
+        &inventory,
+        "[[asset]]\nlistener = \"quick\"\nproduct = \"f5:nginx\"\npin = [\"SG-2015-1635\"]\n",
+    )
+    .unwrap();
+    let inventory_arg = inventory.display().to_string();
+    let gw = Gateway::start_with(nginx.port, &library(), &["--assets", &inventory_arg]);
+    let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    // A benign request first: nginx's Server header makes the server's product known.
+    s.write_all(b"GET /index.html HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: x\r\nRange: bytes=0-18446744073709551615\r\n\r\n")
+        .unwrap();
+    let (resps, _) = read_responses(&mut s, 2, false);
+    assert_eq!(resps[0].0, 200);
+    assert_eq!(
+        resps[1].0, 400,
+        "the IIS patch pinned on this listener's server"
+    );
+
+    std::fs::write(
+        &inventory,
+        "[[asset]]\nlistener = \"nope\"\nproduct = \"f5:nginx\"\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_stopgap"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:1",
+            "--upstream",
+            "127.0.0.1:2",
+        ])
+        .arg("--patches")
+        .arg(library())
+        .args(["--assets", &inventory_arg, "--admin", "off"])
+        .arg("--state-dir")
+        .arg(dir.0.join("state"))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(err.contains("no [[listener]] named nope"), "{err}");
+}
+
 #[test]
 fn public_corpus_through_the_real_gateway() {
     let rec = Recorder::start();
