@@ -267,6 +267,9 @@ def main():
     quarter = [rss for t, rss in samples if t >= elapsed / 4]
     half = [rss for t, rss in samples if elapsed / 4 <= t < elapsed / 2]
     last = [rss for t, rss in samples if t >= 3 * elapsed / 4]
+    passed = {k: v for k, v in stats.items() if k.startswith("exploit") and k.split()[1] not in ("400", "502")}
+    if passed:
+        failures.append(f"exploit requests were not refused: {passed}")
     if half and last and max(last) > 1.5 * max(half) + 16 * 1024:
         failures.append(
             f"RSS kept growing: peak {max(half)} KiB in the second quarter, {max(last)} KiB in the last"
