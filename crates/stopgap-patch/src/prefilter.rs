@@ -39,8 +39,8 @@ pub fn required_literals(expr: &Expr) -> Option<Literals> {
             rhs,
             regex,
         } => {
-            let value = if raw_preserving(lhs) {
-                match (op, rhs) {
+            let value = if let Some(triggers) = escape_triggers(lhs) {
+                let literals = match (op, rhs) {
                     (
                         CmpOp::Eq | CmpOp::Contains | CmpOp::StartsWith | CmpOp::EndsWith,
                         Operand::Str(s),
@@ -54,16 +54,21 @@ pub fn required_literals(expr: &Expr) -> Option<Literals> {
                         .collect(),
                     (CmpOp::Matches, _) => regex.as_ref().and_then(|r| regex_literals(r.as_str())),
                     _ => None,
-                }
+                };
+                literals
+                    .filter(|l| l.iter().all(|s| s.len() >= MIN_LITERAL_LEN))
+                    .map(|mut l| {
+                        l.extend(triggers);
+                        l
+                    })
             } else {
                 None
             };
-            let value = value.filter(|l| l.iter().all(|s| s.len() >= MIN_LITERAL_LEN));
             let positive = !matches!(op, CmpOp::Ne | CmpOp::NotMatches);
             value.or_else(|| positive.then(|| header_name_literal(lhs)).flatten())
         }
     }?;
-    (!lits.is_empty() && lits.iter().all(|s| s.len() >= MIN_LITERAL_LEN)).then_some(lits)
+    (!lits.is_empty() && lits.iter().all(|s| !s.is_empty())).then_some(lits)
 }
 
 /// Higher is better: the shortest literal of the set, discounted by the set's size.
@@ -72,12 +77,81 @@ fn quality(l: &Literals) -> usize {
     shortest * 4 / (l.len() + 3)
 }
 
-/// A field read unchanged from the raw bytes, possibly case-folded.
-fn raw_preserving(op: &Operand) -> bool {
+/// Byte strings whose absence from the message makes `op`'s value a (case-folded) substring of
+/// the message bytes: the decodings and normalisations the field and its transforms apply are
+/// then the identity. `Some(empty)` for a field read as it is; `None` when no such set is known
+/// (a transform that can join distant bytes, a number).
+///
+/// A condition literal found in the value then occurs in the message, or one of these does:
+/// adding them to the patch's literal set keeps the prefilter exact while letting it skip
+/// patches on decoded fields for the many messages that contain no escape at all.
+fn escape_triggers(op: &Operand) -> Option<Literals> {
+    const PERCENT: &[&[u8]] = &[b"%"];
+    const FORM: &[&[u8]] = &[b"%", b"+"];
+    const DOTS: &[&[u8]] = &[b"/.", b"./", b"//"];
+    let list = |parts: &[&[&[u8]]]| -> Literals {
+        parts
+            .iter()
+            .flat_map(|p| p.iter().map(|b| b.to_vec()))
+            .collect()
+    };
+    // IIS decodes overlong UTF-8 (lead bytes 0xC0, 0xC1, 0xE0).
+    let overlong = || -> Literals { vec![vec![0xC0], vec![0xC1], vec![0xE0]] };
     match op {
-        Operand::Field(f) => f.is_raw(),
-        Operand::Call(Func::Lower | Func::Upper | Func::Trim, inner) => raw_preserving(inner),
-        _ => false,
+        Operand::Field(f) => match &f.kind {
+            _ if f.is_raw() => Some(Vec::new()),
+            FieldKind::Cookie(_) | FieldKind::Cookies | FieldKind::CookieNames => Some(Vec::new()),
+            FieldKind::Path => Some(list(&[PERCENT, DOTS])),
+            // Query arguments and urlencoded bodies: `+` and percent escapes; multipart names
+            // and values are read as they are.
+            FieldKind::Arg(_)
+            | FieldKind::Args
+            | FieldKind::ArgNames
+            | FieldKind::Form(_)
+            | FieldKind::Forms
+            | FieldKind::FormNames
+            | FieldKind::Param(_)
+            | FieldKind::Params
+            | FieldKind::ParamNames => Some(list(&[FORM])),
+            FieldKind::Json => Some(vec![b"\\".to_vec()]),
+            _ => None,
+        },
+        Operand::Call(func, inner) => {
+            let mut triggers = escape_triggers(inner)?;
+            match func {
+                Func::Lower | Func::Upper | Func::Trim => {}
+                Func::UrlDecode | Func::UrlDecodeUni => triggers.extend(list(&[PERCENT])),
+                Func::NormalizePath => triggers.extend(list(&[DOTS])),
+                Func::NormalizePathWin => {
+                    triggers.extend(list(&[DOTS]));
+                    triggers.push(b"\\".to_vec());
+                }
+                Func::HtmlEntityDecode => triggers.push(b"&".to_vec()),
+                Func::JsonUnescape => triggers.push(b"\\".to_vec()),
+                Func::StripPathParams => triggers.push(b";".to_vec()),
+                Func::OverlongUtf8 => triggers.extend(overlong()),
+                Func::TomcatPath => {
+                    triggers.push(b";".to_vec());
+                    triggers.extend(list(&[PERCENT, DOTS]));
+                }
+                Func::HttpdPath => triggers.extend(list(&[PERCENT, DOTS])),
+                Func::IisPath => {
+                    triggers.extend(list(&[PERCENT, DOTS]));
+                    triggers.push(b"\\".to_vec());
+                    triggers.extend(overlong());
+                }
+                Func::CompressWs
+                | Func::RemoveWs
+                | Func::Base64Decode
+                | Func::Len
+                | Func::Count
+                | Func::Exists => return None,
+            }
+            triggers.sort();
+            triggers.dedup();
+            Some(triggers)
+        }
+        _ => None,
     }
 }
 
@@ -227,10 +301,88 @@ mod tests {
     }
 
     #[test]
-    fn decoded_fields_and_negations_have_no_literals() {
-        assert_eq!(lits(r#"url_decode(http.request.uri) contains "..""#), None);
+    fn decoded_fields_require_their_literal_or_an_escape() {
+        assert_eq!(
+            lits(r#"url_decode(http.request.uri) contains "..""#),
+            Some(vec!["%".into(), "..".into()])
+        );
+        assert_eq!(
+            lits(r#"http.request.path contains "ab""#),
+            Some(vec![
+                "%".into(),
+                "./".into(),
+                "/.".into(),
+                "//".into(),
+                "ab".into()
+            ])
+        );
+        assert_eq!(
+            lits(r#"lower(http.request.param("a")) contains "xy""#),
+            Some(vec!["%".into(), "+".into(), "xy".into()])
+        );
+        // Transforms that can join distant bytes, negations and numbers give no literal.
+        assert_eq!(lits(r#"remove_ws(http.request.uri) contains "ab""#), None);
+        assert_eq!(
+            lits(r#"base64_decode(http.request.uri) contains "ab""#),
+            None
+        );
         assert_eq!(lits(r#"not http.request.uri contains "ab""#), None);
-        assert_eq!(lits(r#"http.request.path contains "ab""#), None);
+        assert_eq!(lits(r#"len(http.request.uri) > 5"#), None);
+    }
+
+    /// The exactness argument of `escape_triggers`: on any input that contains none of a
+    /// transform's triggers, the transform changes nothing (but the case, for lower/upper).
+    #[test]
+    fn without_their_triggers_transforms_are_the_identity() {
+        use crate::expr::eval::apply;
+        let alphabet: &[u8] = b"aA%+/.\\;&2fu \x80\xc0\xc1\xe0";
+        let funcs = [
+            Func::UrlDecode,
+            Func::UrlDecodeUni,
+            Func::NormalizePath,
+            Func::NormalizePathWin,
+            Func::HtmlEntityDecode,
+            Func::JsonUnescape,
+            Func::StripPathParams,
+            Func::OverlongUtf8,
+            Func::TomcatPath,
+            Func::HttpdPath,
+            Func::IisPath,
+            Func::Trim,
+        ];
+        let field = parse("http.request.uri == \"x\"").unwrap();
+        let Expr::Compare { lhs, .. } = field else {
+            unreachable!()
+        };
+        let mut inputs: Vec<Vec<u8>> = vec![Vec::new()];
+        for _ in 0..5 {
+            let longest = inputs.last().map_or(0, Vec::len);
+            let next: Vec<Vec<u8>> = inputs
+                .iter()
+                .filter(|v| v.len() == longest)
+                .flat_map(|v| alphabet.iter().map(move |&b| [v.as_slice(), &[b]].concat()))
+                .collect();
+            inputs.extend(next);
+        }
+        for func in funcs {
+            let triggers = escape_triggers(&Operand::Call(func, Box::new(lhs.clone()))).unwrap();
+            for input in &inputs {
+                let clean = !triggers
+                    .iter()
+                    .any(|t| input.windows(t.len()).any(|w| w == t.as_slice()));
+                if clean {
+                    let out = apply(func, input);
+                    let substring =
+                        input.windows(out.len().max(1)).any(|w| w == &out[..]) || out.is_empty();
+                    assert!(
+                        substring,
+                        "{func:?} changed {:?} into {:?} without a trigger",
+                        String::from_utf8_lossy(input),
+                        String::from_utf8_lossy(&out)
+                    );
+                }
+            }
+        }
     }
 
     #[test]

@@ -60,7 +60,9 @@ impl PatchSet {
             .iter()
             .map(|a| {
                 if a.patch.needs_body {
-                    required_literals(&a.patch.when)
+                    // Single-byte escape triggers (`%`, `+`) would make the scan of a long body
+                    // slower than evaluating such a patch outright.
+                    required_literals(&a.patch.when).filter(|l| l.iter().all(|s| s.len() > 1))
                 } else {
                     Some(Vec::new())
                 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use stopgap_engine::{
     FlowInspector, FlowMeta, FtpInspector, InspectorConfig, Output, Session, Side, SmtpInspector,
     Timeout,
@@ -734,8 +734,9 @@ async fn handle_connection(
         }
         None => (None, None),
     };
-    let mut cbuf = vec![0u8; READ_BUFFER];
-    let mut sbuf = vec![0u8; READ_BUFFER];
+    // Read buffers: capacity only, so that an idle connection's untouched pages cost no memory.
+    let mut cbuf = BytesMut::with_capacity(READ_BUFFER);
+    let mut sbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut client_open = true;
     let mut shutdown_server_when_idle = false;
     let mut last_client = Instant::now();
@@ -785,6 +786,9 @@ async fn handle_connection(
             armed = deadline;
         }
         let mut forwarded_head_at = None;
+        // What the previous round read has been handed to the inspector.
+        cbuf.clear();
+        sbuf.clear();
         tokio::select! {
             () = drain.wait(), if !drain.is_set() => continue,
             () = &mut timer => {
@@ -796,7 +800,7 @@ async fn handle_connection(
                     armed = deadline;
                 }
             }
-            r = client_r.read(&mut cbuf), if client_open => {
+            r = client_r.read_buf(&mut cbuf), if client_open => {
                 match r {
                     Ok(0) | Err(_) => {
                         client_open = false;
@@ -845,7 +849,7 @@ async fn handle_connection(
                     }
                 }
             }
-            r = async { server_r.as_mut().expect("guarded").read(&mut sbuf).await }, if server_open => {
+            r = async { server_r.as_mut().expect("guarded").read_buf(&mut sbuf).await }, if server_open => {
                 match r {
                     Ok(0) | Err(_) => {
                         server_r = None;
@@ -989,7 +993,9 @@ async fn handle_connection(
                     // kernel does not answer it with a reset that destroys our reply.
                     if client_open {
                         let _ = tokio::time::timeout(LINGER, async {
-                            while matches!(client_r.read(&mut cbuf).await, Ok(n) if n > 0) {}
+                            while matches!(client_r.read_buf(&mut cbuf).await, Ok(n) if n > 0) {
+                                cbuf.clear();
+                            }
                         })
                         .await;
                     }

@@ -17,7 +17,7 @@
 
 mod ast;
 pub mod content;
-mod eval;
+pub(crate) mod eval;
 mod lexer;
 mod parser;
 pub mod transform;
