@@ -67,10 +67,18 @@ fn url_decode_impl(input: &[u8], uni: bool) -> Cow<'_, [u8]> {
 /// Form decoding for query arguments: `+` is a space, then percent-decoding.
 #[must_use]
 pub fn form_decode(input: &[u8]) -> Vec<u8> {
-    let plus: Vec<u8> = input
-        .iter()
-        .map(|&b| if b == b'+' { b' ' } else { b })
-        .collect();
+    let mut plus = input.to_vec();
+    if !input.contains(&b'+') {
+        return match url_decode(input) {
+            Cow::Borrowed(_) => plus,
+            Cow::Owned(decoded) => decoded,
+        };
+    }
+    for b in &mut plus {
+        if *b == b'+' {
+            *b = b' ';
+        }
+    }
     url_decode(&plus).into_owned()
 }
 
