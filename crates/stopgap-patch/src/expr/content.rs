@@ -30,17 +30,25 @@ pub fn cookie_pairs<'a>(values: impl Iterator<Item = &'a [u8]>) -> Vec<(&'a [u8]
 /// Decoded `name=value` pairs of a query string or urlencoded body (`&` and `;` separate,
 /// `+` is a space, percent-decoded once).
 pub fn urlencoded_pairs(input: &[u8]) -> Vec<(Vec<u8>, Vec<u8>)> {
-    input
-        .split(|&b| b == b'&' || b == b';')
-        .filter(|p| !p.is_empty())
-        .map(|pair| match pair.iter().position(|&b| b == b'=') {
+    let mut out = Vec::new();
+    let mut start = 0;
+    // Separators found with memchr: a 16 KiB value is skipped at memory speed.
+    let ends = memchr::memchr2_iter(b'&', b';', input).chain(std::iter::once(input.len()));
+    for end in ends {
+        let pair = &input[start..end];
+        start = end + 1;
+        if pair.is_empty() {
+            continue;
+        }
+        out.push(match memchr::memchr(b'=', pair) {
             Some(i) => (
                 transform::form_decode(&pair[..i]),
                 transform::form_decode(&pair[i + 1..]),
             ),
             None => (transform::form_decode(pair), Vec::new()),
-        })
-        .collect()
+        });
+    }
+    out
 }
 
 /// The media type of a `Content-Type` value, lower-cased, without parameters.
