@@ -23,7 +23,7 @@ use crate::metrics::ListenerMetrics;
 use crate::ControlEvent;
 
 /// Size of each per-connection read buffer.
-pub const READ_BUFFER: usize = 16 * 1024;
+pub const READ_BUFFER: usize = 64 * 1024;
 
 /// How long a closing connection keeps reading (and discarding) what the client still sends.
 pub const LINGER: Duration = Duration::from_secs(2);
@@ -621,21 +621,18 @@ impl SnapshotCache {
     }
 }
 
-/// Byte pieces for one side of a connection, written together.
+/// Byte pieces for one side of a connection, written together with one vectored write
+/// (`writev`): no copy, one system call where the kernel takes it all.
 #[derive(Default)]
 struct Gather {
     parts: Vec<Bytes>,
-    len: usize,
 }
 
 impl Gather {
-    /// Pieces up to this size in total are copied into one write; larger ones (body chunks)
-    /// are written as they are.
-    const COPY_LIMIT: usize = 16 * 1024;
-
     fn push(&mut self, bytes: Bytes) {
-        self.len += bytes.len();
-        self.parts.push(bytes);
+        if !bytes.is_empty() {
+            self.parts.push(bytes);
+        }
     }
 
     fn is_empty(&self) -> bool {
@@ -643,24 +640,30 @@ impl Gather {
     }
 
     async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
-        match self.parts.len() {
-            0 => {}
-            1 => w.write_all(&self.parts[0]).await?,
-            _ if self.len <= Self::COPY_LIMIT => {
-                let mut one = Vec::with_capacity(self.len);
-                for p in &self.parts {
-                    one.extend_from_slice(p);
-                }
-                w.write_all(&one).await?;
+        // The first unwritten piece and how much of it is written.
+        let (mut first, mut done) = (0, 0);
+        while first < self.parts.len() {
+            let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&self.parts[first][done..])
+                .chain(self.parts[first + 1..].iter().map(|p| &p[..]))
+                .map(std::io::IoSlice::new)
+                .collect();
+            let mut n = w.write_vectored(&slices).await?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
             }
-            _ => {
-                for p in &self.parts {
-                    w.write_all(p).await?;
+            while n > 0 {
+                let left = self.parts[first].len() - done;
+                if n >= left {
+                    n -= left;
+                    first += 1;
+                    done = 0;
+                } else {
+                    done += n;
+                    n = 0;
                 }
             }
         }
         self.parts.clear();
-        self.len = 0;
         Ok(())
     }
 }
