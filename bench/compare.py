@@ -254,6 +254,8 @@ def main():
     ap.add_argument("--library", required=True)
     ap.add_argument("--work", required=True)
     ap.add_argument("--only", default="", help="comma-separated peers to run (default: all)")
+    ap.add_argument("--workloads", default="",
+                    help="comma-separated workloads to run, by name (default: all), e.g. '16 KiB POST'")
     ap.add_argument("--json", default="")
     a = ap.parse_args()
     work = a.work
@@ -267,6 +269,8 @@ def main():
         "nginx+modsec+crs": (["/usr/sbin/nginx", "-c", f"{work}/modsec.conf", "-p", work], MODSEC),
     }
     only = [p for p in a.only.split(",") if p] or list(peers)
+    chosen = [w.strip() for w in a.workloads.split(",") if w.strip()]
+    workloads = [w for w in WORKLOADS if not chosen or w[0] in chosen]
     results = {}
     for peer in only:
         cmd, port = peers[peer]
@@ -276,10 +280,11 @@ def main():
         results[peer] = {}
         # Idle connections first, on the fresh process: later workloads leave freed memory
         # behind that would hide the cost of the connections.
-        per_conn, n = idle_connections(port, pid, a.idle)
-        results[peer]["idle"] = {"kib_per_conn": per_conn, "connections": n}
-        print(f"  idle: {n} keep-alive connections, {per_conn:.1f} KiB RSS each", flush=True)
-        for w in WORKLOADS:
+        if a.idle > 0:
+            per_conn, n = idle_connections(port, pid, a.idle)
+            results[peer]["idle"] = {"kib_per_conn": per_conn, "connections": n}
+            print(f"  idle: {n} keep-alive connections, {per_conn:.1f} KiB RSS each", flush=True)
+        for w in workloads:
             results[peer][w[0]] = measure(port, w, a.secs, a.runs, work, pid)
             r = results[peer][w[0]]
             print(f"  {w[0]:<14} {r['rps']:>10.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  "
@@ -289,7 +294,7 @@ def main():
             proc.wait()
 
     scaling = {}
-    if "stopgap" in only:
+    if "stopgap" in only and not chosen:
         print("== stopgap, applied patch count scaling (small GET)", flush=True)
         for n in (0, 10, 100, 1000):
             d = os.path.join(work, f"patches-{n}")
@@ -304,7 +309,7 @@ def main():
 
     print(f"\nResults ({a.runs} runs of {a.secs}s each, median; wrk on CPU 1, servers on CPU 0)")
     base = "nginx proxy" if "nginx proxy" in results else None
-    for w in [w[0] for w in WORKLOADS]:
+    for w in [w[0] for w in workloads]:
         print(f"\n{w}")
         print(f"  {'peer':<18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'peak MiB':>9} {'vs nginx':>9} {'vs direct':>9}")
         for peer, r in results.items():
@@ -313,8 +318,9 @@ def main():
             vs_d = x["rps"] / results["direct"][w]["rps"] if "direct" in results else float("nan")
             print(f"  {peer:<18} {x['rps']:>10.0f} {x['p50']:>8.2f} {x['p99']:>8.2f} "
                   f"{x['peak_rss_kib'] / 1024:>9.1f} {vs_n:>8.2f}x {vs_d:>8.2f}x")
-    print(f"\nidle keep-alive connections: RSS per connection (KiB)")
-    for peer, r in results.items():
+    if a.idle > 0:
+        print(f"\nidle keep-alive connections: RSS per connection (KiB)")
+    for peer, r in results.items() if a.idle > 0 else ():
         print(f"  {peer:<18} {r['idle']['kib_per_conn']:>8.1f}  ({r['idle']['connections']} connections)")
     if scaling:
         print("\napplied patches (stopgap, small GET)")

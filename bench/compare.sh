@@ -7,7 +7,8 @@
 # Not a test: prints tables. Driver: bench/compare.py.
 #
 # Usage: bench/compare.sh [seconds per run, default 5] [runs, default 3] [idle connections,
-#        default 9000] [peers, comma-separated, default all]
+#        default 9000; 0 skips them] [peers, comma-separated, default all]
+#        [workloads, comma-separated names, default all; naming any skips the scaling runs]
 # Servers on CPU 0, load generators on CPU 1. Loopback only.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,6 +16,7 @@ secs=${1:-5}
 runs=${2:-3}
 idle=${3:-9000}
 only=${4:-}
+workloads=${5:-}
 
 need=()
 command -v wrk >/dev/null || need+=(wrk)
@@ -30,5 +32,5 @@ cargo build --release -q
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
-python3 bench/compare.py --secs "$secs" --runs "$runs" --idle "$idle" --only "$only" \
+python3 bench/compare.py --secs "$secs" --runs "$runs" --idle "$idle" --only "$only" --workloads "$workloads" \
   --stopgap "$PWD/target/release/stopgap" --library "$PWD/patches" --work "$work"

@@ -455,12 +455,12 @@ fn compare(v: &Val<'_>, op: CmpOp, rhs: &Operand, regex: Option<&regex::bytes::R
 }
 
 fn memmem(haystack: &[u8], needle: &[u8]) -> bool {
-    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
+    memchr::memmem::find(haystack, needle).is_some()
 }
 
 /// Whether any byte satisfies `test`, a block at a time without early exit inside a block
 /// (which the compiler turns into vector code: a 16 KiB form value is checked in a few µs).
-fn any_byte(input: &[u8], test: fn(&u8) -> bool) -> bool {
+fn any_byte(input: &[u8], test: impl Fn(&u8) -> bool) -> bool {
     input
         .chunks(64)
         .any(|block| block.iter().fold(false, |seen, b| seen | test(b)))

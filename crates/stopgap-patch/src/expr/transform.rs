@@ -29,7 +29,7 @@ pub fn url_decode_uni(input: &[u8]) -> Cow<'_, [u8]> {
 }
 
 fn url_decode_impl(input: &[u8], uni: bool) -> Cow<'_, [u8]> {
-    if !input.contains(&b'%') {
+    if memchr::memchr(b'%', input).is_none() {
         return Cow::Borrowed(input);
     }
     let mut out = Vec::with_capacity(input.len());
@@ -68,7 +68,7 @@ fn url_decode_impl(input: &[u8], uni: bool) -> Cow<'_, [u8]> {
 #[must_use]
 pub fn form_decode(input: &[u8]) -> Vec<u8> {
     let mut plus = input.to_vec();
-    if !input.contains(&b'+') {
+    if memchr::memchr(b'+', input).is_none() {
         return match url_decode(input) {
             Cow::Borrowed(_) => plus,
             Cow::Owned(decoded) => decoded,
@@ -133,7 +133,7 @@ fn resolve_segments(input: &[u8], backslash: bool) -> Cow<'_, [u8]> {
 /// segment but a leading or trailing one, and (in Windows mode) no `\`. Most paths are; this
 /// answers without allocating.
 fn is_normal_path(input: &[u8], backslash: bool) -> bool {
-    if backslash && input.contains(&b'\\') {
+    if backslash && memchr::memchr(b'\\', input).is_some() {
         return false;
     }
     let last = input.split(|&b| b == b'/').count() - 1;
@@ -151,7 +151,7 @@ fn is_normal_path(input: &[u8], backslash: bool) -> bool {
 /// segment, everything from `;` up to the next `/` (`/a;x=1/..;y/b` → `/a/../b`).
 #[must_use]
 pub fn strip_path_params(input: &[u8]) -> Cow<'_, [u8]> {
-    if !input.contains(&b';') {
+    if memchr::memchr(b';', input).is_none() {
         return Cow::Borrowed(input);
     }
     let mut out = Vec::with_capacity(input.len());
@@ -205,7 +205,7 @@ pub fn overlong_utf8(input: &[u8]) -> Cow<'_, [u8]> {
 /// surrogate pairs) wherever they occur; invalid escapes are kept.
 #[must_use]
 pub fn json_unescape(input: &[u8]) -> Cow<'_, [u8]> {
-    if !input.contains(&b'\\') {
+    if memchr::memchr(b'\\', input).is_none() {
         return Cow::Borrowed(input);
     }
     let hex4 = |s: &[u8]| -> Option<u32> {
@@ -303,7 +303,7 @@ pub fn httpd_path(raw_path: &[u8]) -> Cow<'_, [u8]> {
 /// decimal `&#65;` and hex `&#x41;`, with or without the closing `;`.
 #[must_use]
 pub fn html_entity_decode(input: &[u8]) -> Cow<'_, [u8]> {
-    if !input.contains(&b'&') {
+    if memchr::memchr(b'&', input).is_none() {
         return Cow::Borrowed(input);
     }
     let mut out = Vec::with_capacity(input.len());
