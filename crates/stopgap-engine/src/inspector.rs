@@ -138,9 +138,30 @@ struct Buffering {
     head: RequestHead,
     framing: Framing,
     decoder: BodyDecoder,
-    raw: Vec<u8>,
+    /// The body as received (taken from the client buffer without a copy when contiguous).
+    raw: BytesMut,
+    /// The decoded body of a chunked message (a Content-Length body is `raw` itself).
     payload: Vec<u8>,
     snapshot: Arc<PatchSet>,
+    /// The prefilter's candidates in the head as it is forwarded (none when the head phase
+    /// edited it): the body phase does not scan the head again.
+    head_hits: Option<Vec<bool>>,
+}
+
+impl Buffering {
+    /// Whether the body decodes to itself (Content-Length framing): it is then kept once.
+    fn identity(&self) -> bool {
+        matches!(self.framing, Framing::Length(_))
+    }
+
+    /// The decoded body so far.
+    fn payload(&self) -> &[u8] {
+        if self.identity() {
+            &self.raw
+        } else {
+            &self.payload
+        }
+    }
 }
 
 enum ReqState {
@@ -538,12 +559,15 @@ impl FlowInspector {
                     let room = self
                         .config
                         .inspection_window
-                        .saturating_sub(buf.payload.len());
+                        .saturating_sub(buf.payload().len());
                     let take = self.client_buf.len().min(room.max(1));
+                    let identity = buf.identity();
                     let payload = &mut buf.payload;
-                    let progress = buf
-                        .decoder
-                        .decode(&self.client_buf[..take], |d| payload.extend_from_slice(d));
+                    let progress = buf.decoder.decode(&self.client_buf[..take], |d| {
+                        if !identity {
+                            payload.extend_from_slice(d);
+                        }
+                    });
                     let progress = match progress {
                         Ok(p) => p,
                         Err(e) => {
@@ -551,9 +575,13 @@ impl FlowInspector {
                             return;
                         }
                     };
-                    buf.raw
-                        .extend_from_slice(&self.client_buf.split_to(progress.consumed));
-                    if progress.done || buf.payload.len() >= self.config.inspection_window {
+                    let part = self.client_buf.split_to(progress.consumed);
+                    if buf.raw.is_empty() {
+                        buf.raw = part;
+                    } else {
+                        buf.raw.unsplit(part);
+                    }
+                    if progress.done || buf.payload().len() >= self.config.inspection_window {
                         let ReqState::Buffer(buf) =
                             std::mem::replace(&mut self.req, ReqState::Head)
                         else {
@@ -576,13 +604,28 @@ impl FlowInspector {
         snapshot: &PatchSet,
         which: Which,
     ) -> Verdict {
-        let mut haystacks: Vec<&[u8]> = vec![head.raw()];
-        haystacks.extend(body);
+        self.evaluate_request_with(head, body, snapshot, which, None)
+    }
+
+    /// As `evaluate_request`, with the head phase's prefilter candidates when known.
+    fn evaluate_request_with(
+        &mut self,
+        head: &RequestHead,
+        body: Option<&[u8]>,
+        snapshot: &PatchSet,
+        which: Which,
+        head_hits: Option<&[bool]>,
+    ) -> Verdict {
         let mut hits = std::mem::take(&mut self.hits);
-        if which == Which::BodyOnly {
-            snapshot.request_body_candidates(&haystacks, &mut hits);
-        } else {
-            snapshot.request_candidates(&haystacks, &mut hits);
+        match (which, body) {
+            (Which::BodyOnly, Some(body)) => {
+                snapshot.request_body_candidates(head.raw(), head_hits, body, &mut hits);
+            }
+            _ => {
+                let mut haystacks: Vec<&[u8]> = vec![head.raw()];
+                haystacks.extend(body);
+                snapshot.request_candidates(&haystacks, &mut hits);
+            }
         }
         let derived = Derived::default();
         let view = HttpView {
@@ -672,6 +715,8 @@ impl FlowInspector {
         if self.act_terminal(&verdict, &head, framing, None) {
             return;
         }
+        // The candidates just found hold for the body phase unless an edit changes the head.
+        let head_hits = verdict.edits.is_empty().then(|| self.hits.clone());
         let (head, raw) = self.apply_head_edits(head, raw, &verdict);
         if has_body && snapshot.any_needs_body() {
             // The client waits for 100 before it sends the body the patches need; answer it
@@ -686,9 +731,10 @@ impl FlowInspector {
                 decoder: BodyDecoder::new(framing, &self.config.limits),
                 head,
                 framing,
-                raw: Vec::new(),
+                raw: BytesMut::new(),
                 payload: Vec::new(),
                 snapshot: snapshot.clone(),
+                head_hits,
             }));
             return;
         }
@@ -887,10 +933,22 @@ impl FlowInspector {
             framing,
             decoder,
             raw,
-            payload,
+            payload: decoded,
             snapshot,
+            head_hits,
         } = buf;
-        let verdict = self.evaluate_request(&head, Some(&payload), &snapshot, Which::BodyOnly);
+        let payload: &[u8] = if matches!(framing, Framing::Length(_)) {
+            &raw
+        } else {
+            &decoded
+        };
+        let verdict = self.evaluate_request_with(
+            &head,
+            Some(payload),
+            &snapshot,
+            Which::BodyOnly,
+            head_hits.as_deref(),
+        );
         if self.act_terminal(&verdict, &head, framing, Some(decoder.clone())) {
             return;
         }
@@ -912,7 +970,7 @@ impl FlowInspector {
         let (head, head_raw) = self.apply_head_edits(head, head_raw, &verdict);
         let mut new_payload: Option<Vec<u8>> = None;
         for (patch, evidence) in &verdict.edits {
-            let current = new_payload.as_deref().unwrap_or(&payload);
+            let current = new_payload.as_deref().unwrap_or(payload);
             let edited = match &patch.action {
                 Action::Truncate {
                     target: Target::RequestBody,
@@ -946,7 +1004,7 @@ impl FlowInspector {
             if matches!(self.req, ReqState::Closed) {
                 return;
             }
-            self.out.push_back(Output::ToServer(raw.into()));
+            self.out.push_back(Output::ToServer(raw.freeze()));
             if !body_done {
                 self.req = ReqState::Body {
                     decoder,

@@ -10,29 +10,36 @@
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
-use crate::expr::{CmpOp, Expr, FieldKind, Func, Operand};
+use crate::expr::{CmpOp, Expr, Field, FieldKind, Func, Operand};
 
 /// Shortest literal worth filtering on; shorter ones hit almost every message.
-pub const MIN_LITERAL_LEN: usize = 2;
+pub const MIN_LITERAL_LEN: usize = 1;
 
 /// A set of literals, at least one of which must occur for the condition to hold.
 pub type Literals = Vec<Vec<u8>>;
 
+/// Required literals with where each can occur: `true` when in the body as well as the head
+/// (a condition on a body field), `false` when in the head only.
+pub type LocatedLiterals = Vec<(Vec<u8>, bool)>;
+
 /// Extracts a required literal set from `expr`, or `None` when no such set is known.
 #[must_use]
 pub fn required_literals(expr: &Expr) -> Option<Literals> {
+    required_located(expr).map(|l| l.into_iter().map(|(lit, _)| lit).collect())
+}
+
+/// As [`required_literals`], with where each literal can occur.
+#[must_use]
+pub fn required_located(expr: &Expr) -> Option<LocatedLiterals> {
     let lits = match expr {
         Expr::Or(a, b) => {
-            let mut l = required_literals(a)?;
-            l.extend(required_literals(b)?);
+            let mut l = required_located(a)?;
+            l.extend(required_located(b)?);
             Some(l)
         }
-        Expr::And(a, b) => match (required_literals(a), required_literals(b)) {
-            (Some(x), Some(y)) => Some(if quality(&x) >= quality(&y) { x } else { y }),
-            (x, y) => x.or(y),
-        },
+        Expr::And(a, b) => better(required_located(a), required_located(b)),
         Expr::Not(_) | Expr::Const(_) => None,
-        Expr::Truthy(op) => header_name_literal(op),
+        Expr::Truthy(op) => field_name_literal(op),
         Expr::Compare {
             lhs,
             op,
@@ -55,25 +62,53 @@ pub fn required_literals(expr: &Expr) -> Option<Literals> {
                     (CmpOp::Matches, _) => regex.as_ref().and_then(|r| regex_literals(r.as_str())),
                     _ => None,
                 };
+                let in_body = root_field(lhs).is_some_and(Field::reads_body);
                 literals
                     .filter(|l| l.iter().all(|s| s.len() >= MIN_LITERAL_LEN))
                     .map(|mut l| {
                         l.extend(triggers);
-                        l
+                        l.into_iter().map(|lit| (lit, in_body)).collect()
                     })
             } else {
                 None
             };
             let positive = !matches!(op, CmpOp::Ne | CmpOp::NotMatches);
-            value.or_else(|| positive.then(|| header_name_literal(lhs)).flatten())
+            let name = positive.then(|| field_name_literal(lhs)).flatten();
+            better(value, name)
         }
     }?;
-    (!lits.is_empty() && lits.iter().all(|s| !s.is_empty())).then_some(lits)
+    (!lits.is_empty() && lits.iter().all(|(s, _)| !s.is_empty())).then_some(lits)
+}
+
+/// Of two sets either of which is required, the one that filters better.
+fn better(x: Option<LocatedLiterals>, y: Option<LocatedLiterals>) -> Option<LocatedLiterals> {
+    match (x, y) {
+        (Some(x), Some(y)) => {
+            let bytes = |l: &LocatedLiterals| -> Literals {
+                l.iter().map(|(lit, _)| lit.clone()).collect()
+            };
+            Some(if quality(&bytes(&x)) >= quality(&bytes(&y)) {
+                x
+            } else {
+                y
+            })
+        }
+        (x, y) => x.or(y),
+    }
+}
+
+/// The field an operand reads, through its transforms.
+fn root_field(op: &Operand) -> Option<&Field> {
+    match op {
+        Operand::Field(f) => Some(f),
+        Operand::Call(_, inner) => root_field(inner),
+        _ => None,
+    }
 }
 
 /// Higher is better: the shortest literal of the set, discounted by the set's size.
-fn quality(l: &Literals) -> usize {
-    let shortest = l.iter().map(Vec::len).min().unwrap_or(0);
+fn quality<L: AsRef<[u8]>>(l: &[L]) -> usize {
+    let shortest = l.iter().map(|lit| lit.as_ref().len()).min().unwrap_or(0);
     shortest * 4 / (l.len() + 3)
 }
 
@@ -155,17 +190,25 @@ fn escape_triggers(op: &Operand) -> Option<Literals> {
     }
 }
 
-/// A condition on `header("name")` can only hold when the name occurs in the head.
-fn header_name_literal(op: &Operand) -> Option<Literals> {
+/// A condition that needs a named field to exist can only hold when the name occurs in the
+/// message: a header or cookie name as it is; a query or form name as it is or escaped, so
+/// with the field's escape triggers.
+fn field_name_literal(op: &Operand) -> Option<LocatedLiterals> {
     match op {
         Operand::Field(f) => match &f.kind {
-            FieldKind::Header(name) | FieldKind::ResponseHeader(name) => {
-                Some(vec![name.as_bytes().to_vec()])
+            FieldKind::Header(name) | FieldKind::ResponseHeader(name) | FieldKind::Cookie(name) => {
+                Some(vec![(name.as_bytes().to_vec(), false)])
+            }
+            FieldKind::Arg(name) | FieldKind::Form(name) | FieldKind::Param(name) => {
+                let mut lits = vec![name.as_bytes().to_vec()];
+                lits.extend(escape_triggers(op)?);
+                let in_body = f.reads_body();
+                Some(lits.into_iter().map(|l| (l, in_body)).collect())
             }
             _ => None,
         },
         Operand::Call(Func::Count, _) => None,
-        Operand::Call(_, inner) => header_name_literal(inner),
+        Operand::Call(_, inner) => field_name_literal(inner),
         _ => None,
     }
 }
@@ -195,12 +238,20 @@ fn regex_literals(pattern: &str) -> Option<Literals> {
     best
 }
 
-/// One automaton over every patch's literals.
+/// One automaton over every patch's literals of two bytes or more, and memchr passes for the
+/// single bytes (escape triggers such as `%` and `+`): an automaton would stop at every one of
+/// those in a long urlencoded body, while memchr finds whether each occurs at memory speed.
 #[derive(Debug, Clone)]
 pub struct Prefilter {
     automaton: Option<AhoCorasick>,
     /// For each automaton pattern, the patch index it belongs to.
     owner: Vec<usize>,
+    /// Single-byte literals (both cases of a letter), each with the patches it belongs to.
+    bytes: Vec<(u8, Vec<usize>)>,
+    /// What a long body is checked for instead of running the automaton over it: the
+    /// single-byte literals that can occur in a body, and one byte (the rarest, both cases of
+    /// a letter) of each longer one, each with the patches it belongs to.
+    body_bytes: Vec<(u8, Vec<usize>)>,
     /// Patches that must always be evaluated.
     unfiltered: Vec<usize>,
     patch_count: usize,
@@ -210,36 +261,73 @@ impl Prefilter {
     /// Builds the prefilter for patches `0..sets.len()`.
     #[must_use]
     pub fn new(sets: &[Option<Literals>]) -> Self {
+        let located: Vec<Option<LocatedLiterals>> = sets
+            .iter()
+            .map(|set| {
+                set.as_ref()
+                    .map(|lits| lits.iter().map(|l| (l.clone(), true)).collect())
+            })
+            .collect();
+        Self::new_located(&located)
+    }
+
+    /// Builds the prefilter for patches `0..sets.len()`, knowing which literals can occur in
+    /// a body: [`Prefilter::candidates_with_body`] looks for only those in the body.
+    #[must_use]
+    pub fn new_located(sets: &[Option<LocatedLiterals>]) -> Self {
         let mut patterns = Vec::new();
         let mut owner = Vec::new();
+        let mut bytes: Vec<(u8, Vec<usize>)> = Vec::new();
+        let mut body_bytes: Vec<(u8, Vec<usize>)> = Vec::new();
         let mut unfiltered = Vec::new();
+        // Longer literals that can occur in a body, checked there by one of their bytes.
+        let mut in_body: Vec<(&[u8], usize)> = Vec::new();
         for (i, set) in sets.iter().enumerate() {
-            match set {
-                Some(lits) => {
-                    for l in lits {
-                        patterns.push(l.clone());
-                        owner.push(i);
+            let Some(lits) = set else {
+                unfiltered.push(i);
+                continue;
+            };
+            for (l, body) in lits {
+                if let [b] = l.as_slice() {
+                    add_byte(&mut bytes, *b, i);
+                    if *body {
+                        add_byte(&mut body_bytes, *b, i);
+                    }
+                } else {
+                    patterns.push(l.clone());
+                    owner.push(i);
+                    if *body {
+                        in_body.push((l, i));
                     }
                 }
-                None => unfiltered.push(i),
             }
+        }
+        for (b, i) in cover_bytes(&in_body, &body_bytes) {
+            add_byte(&mut body_bytes, b, i);
+        }
+        for (_, owners) in bytes.iter_mut().chain(&mut body_bytes) {
+            owners.sort_unstable();
+            owners.dedup();
         }
         let automaton = if patterns.is_empty() {
             None
         } else {
-            AhoCorasickBuilder::new()
+            let built = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
                 .build(&patterns)
-                .ok()
+                .ok();
+            if built.is_none() {
+                // Without an automaton every patch is evaluated: slower, never wrong.
+                unfiltered = (0..sets.len()).collect();
+            }
+            built
         };
-        if automaton.is_none() {
-            // Without an automaton every patch is evaluated: slower, never wrong.
-            unfiltered = (0..sets.len()).collect();
-        }
         Self {
             automaton,
             owner,
+            bytes,
+            body_bytes,
             unfiltered,
             patch_count: sets.len(),
         }
@@ -247,11 +335,69 @@ impl Prefilter {
 
     /// Marks in `hits` every patch that must be evaluated for a message made of `haystacks`.
     pub fn candidates(&self, haystacks: &[&[u8]], hits: &mut Vec<bool>) {
+        self.start(hits);
+        self.mark_bytes(&self.bytes, haystacks, hits);
+        self.mark_automaton(haystacks, hits);
+    }
+
+    /// As [`Prefilter::candidates`] for a head and a long body: the automaton runs over the
+    /// head only, and the body is checked with memchr passes for the single-byte literals that
+    /// can occur in a body and for one byte of every longer one. A literal in the body has
+    /// that byte there, so no patch that could match is left out; a body without those bytes
+    /// costs a few passes at memory speed instead of an automaton step per byte.
+    ///
+    /// `head_hits`, when given, are the candidates a prefilter over the same literal sets found
+    /// in this head (the head phase's): the head is then not scanned again.
+    pub fn candidates_with_body(
+        &self,
+        head: &[u8],
+        head_hits: Option<&[bool]>,
+        body: &[u8],
+        hits: &mut Vec<bool>,
+    ) {
+        self.start(hits);
+        match head_hits {
+            Some(found) => {
+                for (hit, &found) in hits.iter_mut().zip(found) {
+                    *hit |= found;
+                }
+            }
+            None => {
+                self.mark_bytes(&self.bytes, &[head], hits);
+                self.mark_automaton(&[head], hits);
+            }
+        }
+        self.mark_bytes(&self.body_bytes, &[body], hits);
+    }
+
+    fn start(&self, hits: &mut Vec<bool>) {
         hits.clear();
         hits.resize(self.patch_count, false);
         for &i in &self.unfiltered {
             hits[i] = true;
         }
+    }
+
+    fn mark_bytes(&self, bytes: &[(u8, Vec<usize>)], haystacks: &[&[u8]], hits: &mut [bool]) {
+        if bytes.is_empty() {
+            return;
+        }
+        let mut present = [false; 256];
+        for hay in haystacks {
+            for group in bytes.chunks(3) {
+                mark_present(hay, group, &mut present);
+            }
+        }
+        for (b, owners) in bytes {
+            if present[usize::from(*b)] {
+                for &i in owners {
+                    hits[i] = true;
+                }
+            }
+        }
+    }
+
+    fn mark_automaton(&self, haystacks: &[&[u8]], hits: &mut [bool]) {
         if let Some(ac) = &self.automaton {
             for hay in haystacks {
                 for m in ac.find_overlapping_iter(*hay) {
@@ -265,6 +411,116 @@ impl Prefilter {
     #[must_use]
     pub fn unfiltered_count(&self) -> usize {
         self.unfiltered.len()
+    }
+}
+
+/// Chooses, for each longer literal that can occur in a body, one of its bytes to look for
+/// there (its owner's patch index alongside): every distinct byte costs one more third of a
+/// memchr pass over the body (two for a letter's two cases), and a common byte makes its
+/// patches candidates for most bodies. Greedy set cover: bytes already looked for (`known`)
+/// cover what they can for free, then the byte that covers the most literals per cost is taken,
+/// until every literal is covered.
+fn cover_bytes(literals: &[(&[u8], usize)], known: &[(u8, Vec<usize>)]) -> Vec<(u8, usize)> {
+    let has = |l: &[u8], b: u8| l.iter().any(|x| x.eq_ignore_ascii_case(&b));
+    let known: Vec<u8> = known.iter().map(|(b, _)| b.to_ascii_lowercase()).collect();
+    let mut choice: Vec<Option<u8>> = literals
+        .iter()
+        .map(|(l, _)| {
+            known
+                .iter()
+                .copied()
+                .filter(|&b| has(l, b))
+                .min_by_key(|&b| byte_rank(b))
+        })
+        .collect();
+    // Cost in hundredths: case variants times (1 + commonness).
+    let cost = |b: u8| {
+        let variants = if b.is_ascii_alphabetic() { 2 } else { 1 };
+        variants * (100 + u32::from(byte_rank(b)))
+    };
+    loop {
+        let left: Vec<&[u8]> = literals
+            .iter()
+            .zip(&choice)
+            .filter(|(_, c)| c.is_none())
+            .map(|((l, _), _)| *l)
+            .collect();
+        let best = left
+            .iter()
+            .flat_map(|l| l.iter().map(u8::to_ascii_lowercase))
+            .max_by_key(|&b| {
+                let covered = left.iter().filter(|l| has(l, b)).count() as u32;
+                // Ties go to the rarer byte, then the lower one (a stable choice).
+                (
+                    covered * 100_000 / cost(b),
+                    u8::MAX - byte_rank(b),
+                    u8::MAX - b,
+                )
+            });
+        let Some(b) = best else { break };
+        for ((l, _), c) in literals.iter().zip(&mut choice) {
+            if c.is_none() && has(l, b) {
+                *c = Some(b);
+            }
+        }
+    }
+    literals
+        .iter()
+        .zip(choice)
+        .filter_map(|((_, i), c)| c.map(|b| (b, *i)))
+        .collect()
+}
+
+/// Records `b` (both cases of a letter) as a literal byte of patch `i`.
+fn add_byte(list: &mut Vec<(u8, Vec<usize>)>, b: u8, i: usize) {
+    for b in [b.to_ascii_lowercase(), b.to_ascii_uppercase()] {
+        match list.iter_mut().find(|(x, _)| *x == b) {
+            Some((_, owners)) => owners.push(i),
+            None => list.push((b, vec![i])),
+        }
+    }
+}
+
+/// How common `b` is in HTTP bodies, lower is rarer: control bytes and bytes outside ASCII,
+/// then uncommon punctuation, then digits, then white space and common punctuation, then letters by their frequency
+/// in English text (a letter also costs its other case).
+fn byte_rank(b: u8) -> u8 {
+    const LETTERS: &[u8] = b"zqxjkvbpygfwmucldrhsnioate";
+    match b {
+        b' ' | b'\t' | b'\r' | b'\n' => 60,
+        _ if !b.is_ascii_graphic() => 0,
+        b'=' | b'&' | b'.' | b'/' | b'-' | b',' | b':' | b'"' | b'_' => 60,
+        b'0'..=b'9' => 50,
+        _ if b.is_ascii_alphabetic() => {
+            let lower = b.to_ascii_lowercase();
+            100 + LETTERS.iter().position(|&l| l == lower).unwrap_or(0) as u8
+        }
+        _ => 10,
+    }
+}
+
+/// Sets `present[b]` for each byte `b` of `group` (at most three) that occurs in `hay`: one
+/// pass, resumed after each byte found with the bytes still missing.
+fn mark_present(hay: &[u8], group: &[(u8, Vec<usize>)], present: &mut [bool; 256]) {
+    let mut missing: Vec<u8> = group
+        .iter()
+        .map(|(b, _)| *b)
+        .filter(|&b| !present[usize::from(b)])
+        .collect();
+    let mut from = 0;
+    while from < hay.len() {
+        let rest = &hay[from..];
+        let found = match missing.as_slice() {
+            [] => return,
+            [a] => memchr::memchr(*a, rest),
+            [a, b] => memchr::memchr2(*a, *b, rest),
+            [a, b, c, ..] => memchr::memchr3(*a, *b, *c, rest),
+        };
+        let Some(at) = found else { return };
+        let b = rest[at];
+        present[usize::from(b)] = true;
+        missing.retain(|&x| x != b);
+        from += at + 1;
     }
 }
 
@@ -391,8 +647,20 @@ mod tests {
             lits(r#"http.request.uri contains "abc" or http.request.body contains "xyz""#),
             Some(vec!["abc".into(), "xyz".into()])
         );
+        // A single byte is a literal too (looked for with memchr, not the automaton).
         assert_eq!(
             lits(r#"http.request.uri contains "abc" or http.request.path contains "x""#),
+            Some(vec![
+                "%".into(),
+                "./".into(),
+                "/.".into(),
+                "//".into(),
+                "abc".into(),
+                "x".into()
+            ])
+        );
+        assert_eq!(
+            lits(r#"http.request.uri contains "abc" or len(http.request.path) > 3"#),
             None
         );
         assert_eq!(
@@ -420,5 +688,99 @@ mod tests {
         let mut hits = Vec::new();
         pf.candidates(&[b"GET / HTTP/1.1\r\nRANGE: x\r\n\r\n"], &mut hits);
         assert_eq!(hits, vec![false, true, true]);
+    }
+
+    fn located(src: &str) -> Option<LocatedLiterals> {
+        required_located(&parse(src).unwrap())
+    }
+
+    #[test]
+    fn literals_know_whether_they_can_be_in_the_body() {
+        let l = located(
+            r#"lower(http.request.param_names) contains "classloader" or http.request.raw_path contains "/x/""#,
+        )
+        .unwrap();
+        assert!(l.contains(&(b"classloader".to_vec(), true)));
+        assert!(l.contains(&(b"%".to_vec(), true)));
+        assert!(l.contains(&(b"/x/".to_vec(), false)));
+        // A named parameter that must exist requires its name (or an escape).
+        assert_eq!(
+            located(r#"exists(http.request.param("jsp"))"#),
+            Some(vec![
+                (b"jsp".to_vec(), true),
+                (b"%".to_vec(), true),
+                (b"+".to_vec(), true)
+            ])
+        );
+        // The header name beats a value set of single digits.
+        assert_eq!(
+            lits(r#"http.request.header("range") ~ r"[1-9][0-9]{18,}""#),
+            Some(vec!["range".into()])
+        );
+    }
+
+    #[test]
+    fn every_body_literal_is_covered_by_one_of_its_bytes() {
+        let literals: Vec<(&[u8], usize)> = vec![
+            (b"classloader", 0),
+            (b"protectiondomain", 0),
+            (b"bootstrapstatusprovider", 1),
+            (b"applicationconfig", 1),
+            (b"jsp", 2),
+            (b"widget_php", 3),
+            (b"${", 4),
+            (b"%{", 5),
+        ];
+        let known = vec![(b'%', vec![5])];
+        let chosen = cover_bytes(&literals, &known);
+        assert_eq!(chosen.len(), literals.len());
+        for ((lit, owner), (b, i)) in literals.iter().zip(&chosen) {
+            assert_eq!(owner, i);
+            assert!(
+                lit.iter().any(|x| x.eq_ignore_ascii_case(b)),
+                "{b} not in literal"
+            );
+        }
+        // "%{" is covered by the `%` already looked for; one letter covers the four literals
+        // that share it, so the body costs few distinct bytes.
+        assert_eq!(chosen[7].0, b'%');
+        let mut distinct: Vec<u8> = chosen.iter().map(|(b, _)| *b).collect();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert!(distinct.len() <= 4, "{distinct:?}");
+    }
+
+    #[test]
+    fn body_candidates_find_body_literals_in_any_case_and_head_literals_in_the_head() {
+        let sets = vec![
+            Some(vec![(b"classloader".to_vec(), true)]),
+            Some(vec![(b"/admin/".to_vec(), false)]),
+            Some(vec![(b"${".to_vec(), true), (b"%".to_vec(), true)]),
+            None,
+        ];
+        let pf = Prefilter::new_located(&sets);
+        let head = b"POST /app HTTP/1.1\r\nHost: a\r\n\r\n";
+        let mut hits = Vec::new();
+        let body = vec![b'a'; 4096];
+        pf.candidates_with_body(head, None, &body, &mut hits);
+        assert_eq!(hits, vec![false, false, false, true]);
+        // Upper case in the body still marks the patch (its byte is looked for in both cases).
+        let mut body = b"x=1&CLASSLOADER=2&".to_vec();
+        body.resize(4096, b'b');
+        pf.candidates_with_body(head, None, &body, &mut hits);
+        assert!(hits[0]);
+        // A head-only literal in the body does not; in the head it does.
+        pf.candidates_with_body(head, None, b"/admin/", &mut hits);
+        assert!(!hits[1]);
+        pf.candidates_with_body(b"GET /admin/ HTTP/1.1\r\n\r\n", None, b"", &mut hits);
+        assert!(hits[1]);
+        // A single byte anywhere in the body, past the first.
+        let mut body = vec![b'z'; 4095];
+        body.push(b'%');
+        pf.candidates_with_body(head, None, &body, &mut hits);
+        assert!(hits[2]);
+        // The head phase's candidates stand in for a scan of the head.
+        pf.candidates_with_body(head, Some(&[false, true, false, false]), b"", &mut hits);
+        assert_eq!(hits, vec![false, true, false, true]);
     }
 }

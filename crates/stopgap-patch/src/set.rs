@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::file::{Mode, Patch, Phase, Protocol};
-use crate::prefilter::{required_literals, Prefilter};
+use crate::prefilter::{required_literals, required_located, Prefilter};
 
 /// One applied patch in a set, with the mode it is applied in.
 #[derive(Debug, Clone)]
@@ -60,9 +60,7 @@ impl PatchSet {
             .iter()
             .map(|a| {
                 if a.patch.needs_body {
-                    // Single-byte escape triggers (`%`, `+`) would make the scan of a long body
-                    // slower than evaluating such a patch outright.
-                    required_literals(&a.patch.when).filter(|l| l.iter().all(|s| s.len() > 1))
+                    required_located(&a.patch.when)
                 } else {
                     Some(Vec::new())
                 }
@@ -70,7 +68,7 @@ impl PatchSet {
             .collect();
         Self {
             generation,
-            body_filter: Prefilter::new(&body_sets),
+            body_filter: Prefilter::new_located(&body_sets),
             any_body: request.iter().any(|a| a.patch.needs_body),
             request_filter: filter(&request),
             response_filter: filter(&response),
@@ -135,10 +133,19 @@ impl PatchSet {
         self.request_filter.candidates(haystacks, hits);
     }
 
-    /// Marks the body-reading request patches to evaluate for a message made of `haystacks`
-    /// (the others are not marked: the body phase does not evaluate them).
-    pub fn request_body_candidates(&self, haystacks: &[&[u8]], hits: &mut Vec<bool>) {
-        self.body_filter.candidates(haystacks, hits);
+    /// Marks the body-reading request patches to evaluate for a request with a body (the
+    /// others need not be marked: the body phase does not evaluate them). `head_hits`: what
+    /// [`PatchSet::request_candidates`] of this set found in this very head, if known; the
+    /// head is then not scanned again.
+    pub fn request_body_candidates(
+        &self,
+        head: &[u8],
+        head_hits: Option<&[bool]>,
+        body: &[u8],
+        hits: &mut Vec<bool>,
+    ) {
+        self.body_filter
+            .candidates_with_body(head, head_hits, body, hits);
     }
 
     /// Marks the response patches to evaluate.
