@@ -12,9 +12,6 @@ use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 use crate::expr::{CmpOp, Expr, Field, FieldKind, Func, Operand};
 
-/// Shortest literal worth filtering on; shorter ones hit almost every message.
-pub const MIN_LITERAL_LEN: usize = 1;
-
 /// A set of literals, at least one of which must occur for the condition to hold.
 pub type Literals = Vec<Vec<u8>>;
 
@@ -63,12 +60,10 @@ pub fn required_located(expr: &Expr) -> Option<LocatedLiterals> {
                     _ => None,
                 };
                 let in_body = root_field(lhs).is_some_and(Field::reads_body);
-                literals
-                    .filter(|l| l.iter().all(|s| s.len() >= MIN_LITERAL_LEN))
-                    .map(|mut l| {
-                        l.extend(triggers);
-                        l.into_iter().map(|lit| (lit, in_body)).collect()
-                    })
+                literals.map(|mut l| {
+                    l.extend(triggers);
+                    l.into_iter().map(|lit| (lit, in_body)).collect()
+                })
             } else {
                 None
             };
@@ -106,10 +101,24 @@ fn root_field(op: &Operand) -> Option<&Field> {
     }
 }
 
-/// Higher is better: the shortest literal of the set, discounted by the set's size.
+/// Higher is better: the weakest literal of the set, discounted by the set's size.
 fn quality<L: AsRef<[u8]>>(l: &[L]) -> usize {
-    let shortest = l.iter().map(|lit| lit.as_ref().len()).min().unwrap_or(0);
-    shortest * 4 / (l.len() + 3)
+    let weakest = l
+        .iter()
+        .map(|lit| strength(lit.as_ref()))
+        .min()
+        .unwrap_or(0);
+    weakest * 4 / (l.len() + 3)
+}
+
+/// How well one literal filters, in hundredths of a byte: its length, but a single byte
+/// counts fully only when it is rare (a space, a letter or a digit is in most messages).
+fn strength(literal: &[u8]) -> usize {
+    match literal {
+        [b] if byte_rank(*b) <= 10 => 100,
+        [b] => usize::from(255 - byte_rank(*b)) / 8,
+        _ => literal.len() * 100,
+    }
 }
 
 /// Byte strings whose absence from the message makes `op`'s value a (case-folded) substring of
@@ -213,6 +222,40 @@ fn field_name_literal(op: &Operand) -> Option<LocatedLiterals> {
     }
 }
 
+/// The shortest message `expr` can hold for: a condition that a raw field's value (read as
+/// it is, or only case-folded or trimmed) is longer than N needs a message of N bytes or more.
+/// Zero when nothing is known.
+#[must_use]
+pub fn min_message_len(expr: &Expr) -> usize {
+    match expr {
+        Expr::Or(a, b) => min_message_len(a).min(min_message_len(b)),
+        Expr::And(a, b) => min_message_len(a).max(min_message_len(b)),
+        Expr::Compare {
+            lhs: Operand::Call(Func::Len, inner),
+            op,
+            rhs: Operand::Num(n),
+            ..
+        } if keeps_length_bound(inner) => {
+            let n = usize::try_from(*n).unwrap_or(0);
+            match op {
+                CmpOp::Gt => n.saturating_add(1),
+                CmpOp::Ge | CmpOp::Eq => n,
+                _ => 0,
+            }
+        }
+        _ => 0,
+    }
+}
+
+/// Whether every value of `op` is no longer than the message part it is read from.
+fn keeps_length_bound(op: &Operand) -> bool {
+    match op {
+        Operand::Field(f) => f.is_raw(),
+        Operand::Call(Func::Lower | Func::Upper | Func::Trim, inner) => keeps_length_bound(inner),
+        _ => false,
+    }
+}
+
 fn regex_literals(pattern: &str) -> Option<Literals> {
     let hir = regex_syntax::ParserBuilder::new()
         .unicode(false)
@@ -224,15 +267,21 @@ fn regex_literals(pattern: &str) -> Option<Literals> {
     for kind in [ExtractKind::Prefix, ExtractKind::Suffix] {
         let mut extractor = Extractor::new();
         extractor.kind(kind).limit_total(64);
-        let mut seq = extractor.extract(&hir);
-        seq.optimize_for_prefix_by_preference();
-        let Some(lits) = seq.literals() else { continue };
-        if lits.is_empty() || lits.iter().any(|l| l.as_bytes().len() < MIN_LITERAL_LEN) {
-            continue;
-        }
-        let set: Literals = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
-        if best.as_ref().is_none_or(|b| quality(&set) > quality(b)) {
-            best = Some(set);
+        let extracted = extractor.extract(&hir);
+        let mut optimized = extracted.clone();
+        optimized.optimize_for_prefix_by_preference();
+        // The optimisation gives up on sets of single bytes (too weak for a regex engine's
+        // prefilter); here a rare byte is cheap to look for (memchr), so the set as extracted
+        // competes too.
+        for seq in [optimized, extracted] {
+            let Some(lits) = seq.literals() else { continue };
+            let set: Literals = lits.iter().map(|l| l.as_bytes().to_vec()).collect();
+            if set.is_empty() || set.iter().any(Vec::is_empty) {
+                continue;
+            }
+            if best.as_ref().is_none_or(|b| quality(&set) > quality(b)) {
+                best = Some(set);
+            }
         }
     }
     best
@@ -254,6 +303,8 @@ pub struct Prefilter {
     body_bytes: Vec<(u8, Vec<usize>)>,
     /// Patches that must always be evaluated.
     unfiltered: Vec<usize>,
+    /// Patches that cannot hold for a message shorter than a length, with the length.
+    min_len: Vec<(usize, usize)>,
     patch_count: usize,
 }
 
@@ -329,7 +380,29 @@ impl Prefilter {
             bytes,
             body_bytes,
             unfiltered,
+            min_len: Vec::new(),
             patch_count: sets.len(),
+        }
+    }
+
+    /// Adds, per patch, the shortest message it can hold for (see [`min_message_len`]): a
+    /// shorter message does not make it a candidate, whatever its literals.
+    #[must_use]
+    pub fn with_min_lengths(mut self, lengths: &[usize]) -> Self {
+        self.min_len = lengths
+            .iter()
+            .enumerate()
+            .filter(|&(_, &n)| n > 0)
+            .map(|(i, &n)| (i, n))
+            .collect();
+        self
+    }
+
+    fn drop_too_short(&self, message_len: usize, hits: &mut [bool]) {
+        for &(i, n) in &self.min_len {
+            if message_len < n {
+                hits[i] = false;
+            }
         }
     }
 
@@ -338,6 +411,7 @@ impl Prefilter {
         self.start(hits);
         self.mark_bytes(&self.bytes, haystacks, hits);
         self.mark_automaton(haystacks, hits);
+        self.drop_too_short(haystacks.iter().map(|h| h.len()).sum(), hits);
     }
 
     /// As [`Prefilter::candidates`] for a head and a long body: the automaton runs over the
@@ -356,7 +430,14 @@ impl Prefilter {
         hits: &mut Vec<bool>,
     ) {
         self.start(hits);
-        match head_hits {
+        // The head phase dropped patches too long for the head alone; one of those may still
+        // hold with the body, so its head literals are looked for again.
+        let dropped = |found: &[bool]| {
+            self.min_len
+                .iter()
+                .any(|&(i, n)| head.len() < n && !found.get(i).copied().unwrap_or(false))
+        };
+        match head_hits.filter(|found| !dropped(found)) {
             Some(found) => {
                 for (hit, &found) in hits.iter_mut().zip(found) {
                     *hit |= found;
@@ -368,6 +449,7 @@ impl Prefilter {
             }
         }
         self.mark_bytes(&self.body_bytes, &[body], hits);
+        self.drop_too_short(head.len() + body.len(), hits);
     }
 
     fn start(&self, hits: &mut Vec<bool>) {
@@ -482,12 +564,12 @@ fn add_byte(list: &mut Vec<(u8, Vec<usize>)>, b: u8, i: usize) {
 }
 
 /// How common `b` is in HTTP bodies, lower is rarer: control bytes and bytes outside ASCII,
-/// then uncommon punctuation, then digits, then white space and common punctuation, then letters by their frequency
-/// in English text (a letter also costs its other case).
+/// then uncommon punctuation, then digits, then common punctuation, then letters by their
+/// frequency in English text, then white space (in every head).
 fn byte_rank(b: u8) -> u8 {
     const LETTERS: &[u8] = b"zqxjkvbpygfwmucldrhsnioate";
     match b {
-        b' ' | b'\t' | b'\r' | b'\n' => 60,
+        b' ' | b'\t' | b'\r' | b'\n' => 150,
         _ if !b.is_ascii_graphic() => 0,
         b'=' | b'&' | b'.' | b'/' | b'-' | b',' | b':' | b'"' | b'_' => 60,
         b'0'..=b'9' => 50,
@@ -647,7 +729,8 @@ mod tests {
             lits(r#"http.request.uri contains "abc" or http.request.body contains "xyz""#),
             Some(vec!["abc".into(), "xyz".into()])
         );
-        // A single byte is a literal too (looked for with memchr, not the automaton).
+        // A single byte is a literal too (looked for with memchr, not the automaton); a
+        // common one filters little, but never worse than no literal at all.
         assert_eq!(
             lits(r#"http.request.uri contains "abc" or http.request.path contains "x""#),
             Some(vec![
@@ -657,6 +740,17 @@ mod tests {
                 "//".into(),
                 "abc".into(),
                 "x".into()
+            ])
+        );
+        assert_eq!(
+            lits(r##"http.request.uri contains "abc" or http.request.path contains "#""##),
+            Some(vec![
+                "#".into(),
+                "%".into(),
+                "./".into(),
+                "/.".into(),
+                "//".into(),
+                "abc".into()
             ])
         );
         assert_eq!(
@@ -671,10 +765,23 @@ mod tests {
 
     #[test]
     fn regex_prefix_literals() {
+        // The longer literals of the set as extracted beat the shared prefix.
         assert_eq!(
             lits(r#"http.request.uri ~ r"/etc/(passwd|shadow)""#),
-            Some(vec!["/etc/".into()])
+            Some(vec!["/etc/passwd".into(), "/etc/shadow".into()])
         );
+        // A set of rare single bytes is kept (the regex engine's optimisation drops it).
+        assert_eq!(
+            lits(r#"http.request.raw_path ~ r"[\xc0\xc1]|\xe0[\x80-\x9f]""#),
+            Some(vec![
+                "\u{fffd}".into(),
+                "\u{fffd}".into(),
+                "\u{fffd}".into()
+            ])
+        );
+        // Not the prefix set of white space (in every head): the suffixes, all ending in `{`.
+        let suffixes = lits(r#"http.request.headers ~ r"^\s*\(\s*\)\s*\{""#).unwrap();
+        assert!(suffixes.iter().all(|l| l.ends_with('{')), "{suffixes:?}");
     }
 
     #[test]
@@ -782,5 +889,45 @@ mod tests {
         // The head phase's candidates stand in for a scan of the head.
         pf.candidates_with_body(head, Some(&[false, true, false, false]), b"", &mut hits);
         assert_eq!(hits, vec![false, true, false, true]);
+    }
+
+    #[test]
+    fn length_conditions_give_a_shortest_message() {
+        let min = |src: &str| min_message_len(&parse(src).unwrap());
+        assert_eq!(min(r#"len(http.request.header("host")) > 259"#), 260);
+        assert_eq!(min(r#"len(lower(http.request.uri)) >= 300"#), 300);
+        // A decoded value's length says nothing known here; nor does a negation.
+        assert_eq!(min(r#"len(url_decode(http.request.uri)) > 300"#), 0);
+        assert_eq!(min(r#"not len(http.request.uri) > 300"#), 0);
+        assert_eq!(
+            min(r#"len(http.request.uri) > 10 or len(http.request.header("a")) > 99"#),
+            11
+        );
+        assert_eq!(
+            min(r#"len(http.request.uri) > 10 and len(http.request.header("a")) > 99"#),
+            100
+        );
+
+        let pf = Prefilter::new(&[None, None]).with_min_lengths(&[100, 0]);
+        let mut hits = Vec::new();
+        pf.candidates(&[b"GET / HTTP/1.1\r\n\r\n"], &mut hits);
+        assert_eq!(hits, vec![false, true]);
+        pf.candidates(&[&[b'x'; 100]], &mut hits);
+        assert_eq!(hits, vec![true, true]);
+    }
+
+    #[test]
+    fn a_patch_too_long_for_the_head_alone_is_looked_for_again_with_the_body() {
+        let pf = Prefilter::new_located(&[Some(vec![(b"abc".to_vec(), false)])])
+            .with_min_lengths(&[100]);
+        let head = b"GET /abc HTTP/1.1\r\n\r\n";
+        let mut hits = Vec::new();
+        // The head phase dropped it (the head alone is too short) ...
+        pf.candidates(&[head], &mut hits);
+        assert_eq!(hits, vec![false]);
+        let head_hits = hits.clone();
+        // ... but head and body together are long enough, and its literal is in the head.
+        pf.candidates_with_body(head, Some(&head_hits), &[b'z'; 200], &mut hits);
+        assert_eq!(hits, vec![true]);
     }
 }

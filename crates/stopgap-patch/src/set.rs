@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::file::{Mode, Patch, Phase, Protocol};
-use crate::prefilter::{required_literals, required_located, Prefilter};
+use crate::prefilter::{min_message_len, required_literals, required_located, Prefilter};
 
 /// One applied patch in a set, with the mode it is applied in.
 #[derive(Debug, Clone)]
@@ -49,12 +49,17 @@ impl PatchSet {
         let (request, response): (Vec<_>, Vec<_>) = http
             .into_iter()
             .partition(|a| a.patch.phase == Phase::Request);
+        let min_lengths = |list: &[Applied]| -> Vec<usize> {
+            list.iter()
+                .map(|a| min_message_len(&a.patch.when))
+                .collect()
+        };
         let filter = |list: &[Applied]| {
             let sets: Vec<_> = list
                 .iter()
                 .map(|a| required_literals(&a.patch.when))
                 .collect();
-            Prefilter::new(&sets)
+            Prefilter::new(&sets).with_min_lengths(&min_lengths(list))
         };
         let body_sets: Vec<_> = request
             .iter()
@@ -66,9 +71,20 @@ impl PatchSet {
                 }
             })
             .collect();
+        // Only the body-reading patches are candidates in the body phase.
+        let body_min_lengths: Vec<usize> = request
+            .iter()
+            .map(|a| {
+                if a.patch.needs_body {
+                    min_message_len(&a.patch.when)
+                } else {
+                    0
+                }
+            })
+            .collect();
         Self {
             generation,
-            body_filter: Prefilter::new_located(&body_sets),
+            body_filter: Prefilter::new_located(&body_sets).with_min_lengths(&body_min_lengths),
             any_body: request.iter().any(|a| a.patch.needs_body),
             request_filter: filter(&request),
             response_filter: filter(&response),

@@ -643,11 +643,17 @@ impl Gather {
         // The first unwritten piece and how much of it is written.
         let (mut first, mut done) = (0, 0);
         while first < self.parts.len() {
-            let slices: Vec<std::io::IoSlice<'_>> = std::iter::once(&self.parts[first][done..])
-                .chain(self.parts[first + 1..].iter().map(|p| &p[..]))
-                .map(std::io::IoSlice::new)
-                .collect();
-            let mut n = w.write_vectored(&slices).await?;
+            // Up to eight pieces per call, from an array on the stack (a round rarely has
+            // more than a head and a body piece per side).
+            let mut slices = [std::io::IoSlice::new(&[]); 8];
+            let pieces = std::iter::once(&self.parts[first][done..])
+                .chain(self.parts[first + 1..].iter().map(|p| &p[..]));
+            let mut count = 0;
+            for (slot, piece) in slices.iter_mut().zip(pieces) {
+                *slot = std::io::IoSlice::new(piece);
+                count += 1;
+            }
+            let mut n = w.write_vectored(&slices[..count]).await?;
             if n == 0 {
                 return Err(std::io::ErrorKind::WriteZero.into());
             }
@@ -704,7 +710,12 @@ async fn handle_connection(
         ))),
         Protocol::Http => Session::Http(Box::new(FlowInspector::new(settings.inspector, meta))),
     };
+    // The drain signal's future lives as long as the connection: one waiter registration, not
+    // one per round.
     let mut drain = rt.drain.clone();
+    let mut draining = drain.is_set();
+    let drained = async move { drain.wait().await };
+    tokio::pin!(drained);
     let server = match tokio::time::timeout(
         settings.connect_timeout,
         TcpStream::connect(settings.upstream),
@@ -745,6 +756,9 @@ async fn handle_connection(
     let mut last_client = Instant::now();
     let mut last_server = Instant::now();
     let mut snapshots = SnapshotCache::default();
+    // Emptied by every round's writes; kept for their capacity.
+    let mut for_server = Gather::default();
+    let mut for_client = Gather::default();
     let mut armed = Instant::now() + settings.timeouts.idle;
     let timer = tokio::time::sleep_until(armed.into());
     tokio::pin!(timer);
@@ -760,7 +774,7 @@ async fn handle_connection(
         if !client_open && !server_open {
             break;
         }
-        if drain.is_set() && insp.is_idle() {
+        if draining && insp.is_idle() {
             // Shutting down and between messages: close now; no request is cut.
             break;
         }
@@ -793,7 +807,10 @@ async fn handle_connection(
         cbuf.clear();
         sbuf.clear();
         tokio::select! {
-            () = drain.wait(), if !drain.is_set() => continue,
+            () = &mut drained, if !draining => {
+                draining = true;
+                continue;
+            }
             () = &mut timer => {
                 if Instant::now() >= deadline {
                     insp.timed_out(which);
@@ -879,8 +896,6 @@ async fn handle_connection(
         }
         // Bytes for each side are gathered and written once per round (one write instead of
         // one per head and body piece), before anything else that must follow them.
-        let mut for_server = Gather::default();
-        let mut for_client = Gather::default();
         while let Some(out) = insp.poll_output() {
             match out {
                 Output::ToServer(bytes) => {
