@@ -7,7 +7,7 @@
 //! The cost of a message that no patch is interested in is one automaton pass, however many
 //! patches are applied.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 use crate::expr::{CmpOp, Expr, Field, FieldKind, Func, Operand};
@@ -363,9 +363,13 @@ impl Prefilter {
         let automaton = if patterns.is_empty() {
             None
         } else {
+            // A DFA takes one table lookup per byte (the default NFA several) but grows with
+            // the patterns: it is used up to a library-sized set.
+            let kind = (patterns.len() <= DFA_MAX_PATTERNS).then_some(AhoCorasickKind::DFA);
             let built = AhoCorasickBuilder::new()
                 .ascii_case_insensitive(true)
                 .match_kind(MatchKind::Standard)
+                .kind(kind)
                 .build(&patterns)
                 .ok();
             if built.is_none() {
@@ -466,6 +470,13 @@ impl Prefilter {
         }
         let mut present = [false; 256];
         for hay in haystacks {
+            if hay.len() <= SHORT_HAYSTACK {
+                // A head: one look at each byte beats a memchr call per group.
+                for &b in *hay {
+                    present[usize::from(b)] = true;
+                }
+                continue;
+            }
             for group in bytes.chunks(3) {
                 mark_present(hay, group, &mut present);
             }
@@ -581,18 +592,27 @@ fn byte_rank(b: u8) -> u8 {
     }
 }
 
+/// Up to this many automaton patterns, the automaton is a DFA.
+const DFA_MAX_PATTERNS: usize = 1_000;
+
+/// Haystacks up to this long are checked a byte at a time rather than with memchr passes.
+const SHORT_HAYSTACK: usize = 512;
+
 /// Sets `present[b]` for each byte `b` of `group` (at most three) that occurs in `hay`: one
 /// pass, resumed after each byte found with the bytes still missing.
 fn mark_present(hay: &[u8], group: &[(u8, Vec<usize>)], present: &mut [bool; 256]) {
-    let mut missing: Vec<u8> = group
-        .iter()
-        .map(|(b, _)| *b)
-        .filter(|&b| !present[usize::from(b)])
-        .collect();
+    let mut missing = [0u8; 3];
+    let mut count = 0;
+    for (b, _) in group.iter().take(3) {
+        if !present[usize::from(*b)] {
+            missing[count] = *b;
+            count += 1;
+        }
+    }
     let mut from = 0;
     while from < hay.len() {
         let rest = &hay[from..];
-        let found = match missing.as_slice() {
+        let found = match &missing[..count] {
             [] => return,
             [a] => memchr::memchr(*a, rest),
             [a, b] => memchr::memchr2(*a, *b, rest),
@@ -601,7 +621,10 @@ fn mark_present(hay: &[u8], group: &[(u8, Vec<usize>)], present: &mut [bool; 256
         let Some(at) = found else { return };
         let b = rest[at];
         present[usize::from(b)] = true;
-        missing.retain(|&x| x != b);
+        if let Some(k) = missing[..count].iter().position(|&x| x == b) {
+            missing.copy_within(k + 1..count, k);
+            count -= 1;
+        }
         from += at + 1;
     }
 }

@@ -487,34 +487,28 @@ fn trim_ows(mut s: &[u8]) -> &[u8] {
     s
 }
 
-/// Finds the end of a head (index just past the blank line), scanning for CRLFCRLF.
-///
-/// Bare LF line endings are found too, so that they are reported instead of waited on.
-fn find_head_end(buf: &[u8]) -> Option<usize> {
-    for lf in memchr::memchr_iter(b'\n', buf) {
-        // "\n\n" or "\n\r\n" ends a head (the bare forms are rejected by check_line_endings).
-        if buf.get(lf + 1) == Some(&b'\n') {
-            return Some(lf + 2);
-        }
-        if buf.get(lf + 1) == Some(&b'\r') && buf.get(lf + 2) == Some(&b'\n') {
-            return Some(lf + 3);
-        }
-    }
-    None
-}
-
-/// The first CR not followed by LF or LF not preceded by CR; only CR and LF bytes are visited.
-fn check_line_endings(head: &[u8]) -> Result<(), HeadError> {
-    for i in memchr::memchr2_iter(b'\r', b'\n', head) {
-        match head[i] {
-            b'\n' if i == 0 || head[i - 1] != b'\r' => return Err(HeadError::BareLf { offset: i }),
-            b'\r' if head.get(i + 1) != Some(&b'\n') => {
-                return Err(HeadError::BareCr { offset: i })
+/// Finds the end of the head (after its blank line) and checks its line endings on the way,
+/// visiting only CR and LF bytes: the first LF not preceded by CR or CR not followed by LF is
+/// an error (a CR that ends `buf` waits for more bytes). `Ok(None)`: no blank line yet.
+fn scan_head(buf: &[u8]) -> Result<Option<usize>, HeadError> {
+    let mut last_lf: Option<usize> = None;
+    for i in memchr::memchr2_iter(b'\r', b'\n', buf) {
+        if buf[i] == b'\r' {
+            if buf.get(i + 1).is_some_and(|&b| b != b'\n') {
+                return Err(HeadError::BareCr { offset: i });
             }
-            _ => {}
+            continue;
         }
+        if i == 0 || buf[i - 1] != b'\r' {
+            return Err(HeadError::BareLf { offset: i });
+        }
+        // "\r\n\r\n": this line was empty.
+        if i >= 2 && last_lf == Some(i - 2) {
+            return Ok(Some(i + 1));
+        }
+        last_lf = Some(i);
     }
-    Ok(())
+    Ok(None)
 }
 
 /// Checks size limits and line endings; returns the head length when complete.
@@ -528,19 +522,15 @@ fn delimit_head(buf: &[u8], limits: &Limits, is_request: bool) -> Result<Option<
             });
         }
     }
-    let Some(end) = find_head_end(&buf[..buf.len().min(limits.max_head)]) else {
+    // A bare CR/LF in what has arrived is reported without waiting for the rest of the head.
+    let Some(end) = scan_head(&buf[..buf.len().min(limits.max_head)])? else {
         if buf.len() >= limits.max_head {
             return Err(HeadError::HeadTooLarge {
                 limit: limits.max_head,
             });
         }
-        // A bare CR/LF early in the head is reported without waiting for more bytes.
-        if let Some(line_end) = first_line_end {
-            check_line_endings(&buf[..=line_end])?;
-        }
         return Ok(None);
     };
-    check_line_endings(&buf[..end])?;
     Ok(Some(end))
 }
 
