@@ -93,6 +93,13 @@ def ms(text):
     return value * 1000  # seconds
 
 
+def cpu_seconds(pid):
+    """User plus system CPU time of a process (all its threads), in seconds."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def wrk(port, path, conns, script, secs, work):
     cmd = ["taskset", "-c", "1", "wrk", "-t1", f"-c{conns}", f"-d{secs}s", "--latency"]
     if script:
@@ -108,7 +115,8 @@ def wrk(port, path, conns, script, secs, work):
     if non2xx or errors:
         print(f"    note: port {port} {path}: {non2xx.group(0) if non2xx else ''} "
               f"{errors.group(0) if errors else ''}".rstrip())
-    return rps, p50, p99
+    requests = int(re.search(r"(\d+) requests in", out).group(1))
+    return rps, p50, p99, requests
 
 
 def idle_connections(port, pid, count):
@@ -238,11 +246,17 @@ def measure(port, workload, secs, runs, work, pid):
     results = []
     with Peak(pid) as peak:
         for _ in range(runs):
-            results.append(wrk(port, path, conns, script, secs, work))
+            before = cpu_seconds(pid)
+            rps, p50, p99, requests = wrk(port, path, conns, script, secs, work)
+            # The peer's own CPU per request: what proxying costs, apart from the backend's
+            # share of the same core (req/s moves with both).
+            cpu_us = (cpu_seconds(pid) - before) * 1e6 / max(requests, 1)
+            results.append((rps, p50, p99, cpu_us))
     rps = statistics.median(r[0] for r in results)
     p50 = statistics.median(r[1] for r in results)
     p99 = statistics.median(r[2] for r in results)
-    return {"rps": rps, "p50": p50, "p99": p99, "peak_rss_kib": peak.peak}
+    cpu_us = statistics.median(r[3] for r in results)
+    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "peak_rss_kib": peak.peak}
 
 
 def main():
@@ -288,7 +302,7 @@ def main():
             results[peer][w[0]] = measure(port, w, a.secs, a.runs, work, pid)
             r = results[peer][w[0]]
             print(f"  {w[0]:<14} {r['rps']:>10.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  "
-                  f"peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB", flush=True)
+                  f"CPU {r['cpu_us']:.1f} us/req  peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB", flush=True)
         if proc:
             proc.terminate()
             proc.wait()
@@ -302,7 +316,7 @@ def main():
             cmd = [a.stopgap, "serve", "--config", stopgap_conf(work, f"scale{n}", d)]
             proc = start(cmd, STOPGAP, f"stopgap ({n} patches)")
             scaling[n] = measure(STOPGAP, WORKLOADS[0], a.secs, a.runs, work, proc.pid)
-            print(f"  {n:>5} patches {scaling[n]['rps']:>10.0f} req/s  p99 {scaling[n]['p99']:.2f} ms", flush=True)
+            print(f"  {n:>5} patches {scaling[n]['rps']:>10.0f} req/s  p99 {scaling[n]['p99']:.2f} ms  CPU {scaling[n]['cpu_us']:.1f} us/req", flush=True)
             proc.terminate()
             proc.wait()
     backend.terminate()
@@ -311,12 +325,12 @@ def main():
     base = "nginx proxy" if "nginx proxy" in results else None
     for w in [w[0] for w in workloads]:
         print(f"\n{w}")
-        print(f"  {'peer':<18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'peak MiB':>9} {'vs nginx':>9} {'vs direct':>9}")
+        print(f"  {'peer':<18} {'req/s':>10} {'p50 ms':>8} {'p99 ms':>8} {'CPU us/req':>10} {'peak MiB':>9} {'vs nginx':>9} {'vs direct':>9}")
         for peer, r in results.items():
             x = r[w]
             vs_n = x["rps"] / results[base][w]["rps"] if base else float("nan")
             vs_d = x["rps"] / results["direct"][w]["rps"] if "direct" in results else float("nan")
-            print(f"  {peer:<18} {x['rps']:>10.0f} {x['p50']:>8.2f} {x['p99']:>8.2f} "
+            print(f"  {peer:<18} {x['rps']:>10.0f} {x['p50']:>8.2f} {x['p99']:>8.2f} {x['cpu_us']:>10.1f} "
                   f"{x['peak_rss_kib'] / 1024:>9.1f} {vs_n:>8.2f}x {vs_d:>8.2f}x")
     if a.idle > 0:
         print(f"\nidle keep-alive connections: RSS per connection (KiB)")
@@ -325,7 +339,7 @@ def main():
     if scaling:
         print("\napplied patches (stopgap, small GET)")
         for n, r in scaling.items():
-            print(f"  {n:>5} {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms  {r['rps'] / scaling[10]['rps']:.2f}x of 10")
+            print(f"  {n:>5} {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms  {r['rps'] / scaling[10]['rps']:.2f}x of 10  CPU {r['cpu_us']:.1f} us/req")
     if a.json:
         write(a.json, json.dumps({"results": results, "scaling": scaling}, indent=1))
 
