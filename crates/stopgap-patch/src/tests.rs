@@ -24,6 +24,52 @@ fn eval(src: &str, request: &[u8]) -> bool {
 
 const REQ: &[u8] = b"GET /a/../b%2e?x=1&y=%24%7Bz%7D&x=two HTTP/1.1\r\nHost: h\r\nRange: bytes=0-18446744073709551615\r\nX-A: one\r\nX-A: two\r\n\r\n";
 
+fn evidence(src: &str, request: &[u8]) -> Option<(String, String)> {
+    let head = parse_request_head(request, &Limits::default())
+        .unwrap()
+        .unwrap();
+    let view = HttpView {
+        request: Some(&head),
+        body: Some(b""),
+        response: None,
+        command: None,
+        derived: None,
+    };
+    view.eval(&parse(src).unwrap())
+        .map(|e| (e.field, String::from_utf8_lossy(&e.value).into_owned()))
+}
+
+#[test]
+fn evidence_names_the_last_comparison_that_held() {
+    let ev = |src| evidence(src, REQ).unwrap();
+    assert_eq!(
+        ev(r#"http.request.method == "GET" and lower(http.request.header("x-a")) == "two""#),
+        (
+            "http.request.header(\"x-a\")".to_string(),
+            "two".to_string()
+        )
+    );
+    // A negation names what it negates; the value is the last one recorded before it.
+    assert_eq!(
+        ev(r#"http.request.method == "GET" and not http.request.header("x-a") == "three""#),
+        (
+            "not http.request.header(\"x-a\")".to_string(),
+            "GET".to_string()
+        )
+    );
+    assert_eq!(
+        ev(r#"not not http.request.method == "GET""#).0,
+        "not http.request.method"
+    );
+    assert_eq!(
+        evidence(
+            r#"not http.request.method == "GET" and http.request.method == "GET""#,
+            REQ
+        ),
+        None
+    );
+}
+
 #[test]
 fn precedence_and_parentheses() {
     assert!(eval(

@@ -340,19 +340,22 @@ impl<'a> HttpView<'a> {
     /// Evaluates `expr`; on a match, returns the evidence of the last comparison that held.
     #[must_use]
     pub fn eval(&self, expr: &Expr) -> Option<Evidence> {
-        let mut evidence = Evidence::default();
-        self.eval_inner(expr, &mut evidence).then_some(evidence)
+        let mut found = Found::default();
+        self.eval_inner(expr, &mut found)
+            .then(|| found.into_evidence())
     }
 
-    fn eval_inner(&self, expr: &Expr, ev: &mut Evidence) -> bool {
+    fn eval_inner<'x>(&self, expr: &'x Expr, ev: &mut Found<'x, 'a>) -> bool {
         match expr {
             Expr::Or(a, b) => self.eval_inner(a, ev) || self.eval_inner(b, ev),
             Expr::And(a, b) => self.eval_inner(a, ev) && self.eval_inner(b, ev),
             Expr::Not(a) => {
-                let mut ignored = Evidence::default();
+                let mut ignored = Found::default();
                 let held = !self.eval_inner(a, &mut ignored);
                 if held {
-                    ev.field = format!("not {}", ignored.field);
+                    // What failed inside is named; if nothing inside held, its first field.
+                    ev.field = ignored.field.or_else(|| first_field(a));
+                    ev.negations = ignored.negations + 1;
                 }
                 held
             }
@@ -360,12 +363,12 @@ impl<'a> HttpView<'a> {
             Expr::Truthy(op) => {
                 let (vals, field) = self.operand(op);
                 let hit = match op {
-                    Operand::Field(_) => vals.first().cloned(),
+                    Operand::Field(_) => vals.into_iter().next(),
                     _ => vals.into_iter().find(|v| v.as_num().unwrap_or(0) != 0),
                 };
                 match hit {
                     Some(v) => {
-                        record(ev, field, &v);
+                        ev.record(field, v);
                         true
                     }
                     None => false,
@@ -378,14 +381,60 @@ impl<'a> HttpView<'a> {
                 regex,
             } => {
                 let (vals, field) = self.operand(lhs);
-                for v in &vals {
-                    if compare(v, *op, rhs, regex.as_ref()) {
-                        record(ev, field, v);
+                for v in vals {
+                    if compare(&v, *op, rhs, regex.as_ref()) {
+                        ev.record(field, v);
                         return true;
                     }
                 }
                 false
             }
+        }
+    }
+}
+
+/// The first field an expression reads, as written.
+fn first_field(expr: &Expr) -> Option<&str> {
+    fn of_operand(op: &Operand) -> Option<&str> {
+        match op {
+            Operand::Field(f) => Some(f.name.as_str()),
+            Operand::Call(_, inner) => of_operand(inner),
+            _ => None,
+        }
+    }
+    match expr {
+        Expr::Or(a, b) | Expr::And(a, b) => first_field(a).or_else(|| first_field(b)),
+        Expr::Not(a) => first_field(a),
+        Expr::Const(_) => None,
+        Expr::Truthy(op) | Expr::Compare { lhs: op, .. } => of_operand(op),
+    }
+}
+
+/// Evidence while an expression is evaluated: borrowed, and made into an [`Evidence`] only
+/// when the whole expression holds (most comparisons that hold sit in an `and` that fails).
+#[derive(Default)]
+struct Found<'x, 'a> {
+    /// The field of the last comparison that held, as written in the patch.
+    field: Option<&'x str>,
+    /// How many `not`s it sits under.
+    negations: usize,
+    value: Option<Val<'a>>,
+}
+
+impl<'x, 'a> Found<'x, 'a> {
+    fn record(&mut self, field: Option<&'x Field>, value: Val<'a>) {
+        self.field = field.map(|f| f.name.as_str());
+        self.negations = 0;
+        self.value = Some(value);
+    }
+
+    fn into_evidence(self) -> Evidence {
+        Evidence {
+            field: "not ".repeat(self.negations) + self.field.unwrap_or_default(),
+            value: self
+                .value
+                .map(|v| v.bytes().into_owned())
+                .unwrap_or_default(),
         }
     }
 }
@@ -407,11 +456,6 @@ fn transform_val(func: Func, v: Val<'_>) -> Val<'_> {
             apply(func, n.to_string().as_bytes()).into_owned(),
         )),
     }
-}
-
-fn record(ev: &mut Evidence, field: Option<&Field>, v: &Val<'_>) {
-    ev.field = field.map(|f| f.name.clone()).unwrap_or_default();
-    ev.value = v.bytes().into_owned();
 }
 
 fn compare(v: &Val<'_>, op: CmpOp, rhs: &Operand, regex: Option<&regex::bytes::Regex>) -> bool {
