@@ -10,8 +10,8 @@ use bytes::{Bytes, BytesMut};
 use stopgap_patch::expr::{Derived, Evidence, HttpView};
 use stopgap_patch::{Action, Applied, Mode, PatchSet, Target};
 use stopgap_proto::http1::{
-    parse_request_head, parse_response_head, BodyDecoder, Framing, Limits, RequestHead,
-    ResponseHead,
+    parse_response_head, take_request_head, take_response_head, BodyDecoder, Framing, Limits,
+    RequestHead, ResponseHead,
 };
 
 use crate::audit::{event, excerpt, AuditEvent, Change};
@@ -504,7 +504,7 @@ impl FlowInspector {
                     if self.client_buf.is_empty() {
                         return;
                     }
-                    match parse_request_head(&self.client_buf, &self.config.limits) {
+                    match take_request_head(&mut self.client_buf, &self.config.limits) {
                         Ok(None) => return,
                         Err(e) => {
                             self.requests += 1;
@@ -512,7 +512,7 @@ impl FlowInspector {
                             return;
                         }
                         Ok(Some(head)) => {
-                            let raw = self.client_buf.split_to(head.raw().len()).freeze();
+                            let raw = head.raw_bytes();
                             self.requests += 1;
                             self.on_request_head(head, raw, snapshot);
                         }
@@ -853,7 +853,7 @@ impl FlowInspector {
             changed = true;
         }
         if changed {
-            let raw = Bytes::copy_from_slice(current.raw());
+            let raw = current.raw_bytes();
             (current, raw)
         } else {
             (current, raw)
@@ -966,7 +966,7 @@ impl FlowInspector {
             self.out.push_back(Output::Audit(Box::new(e)));
         }
         // Head edits from body-phase patches, then body edits.
-        let head_raw = Bytes::copy_from_slice(head.raw());
+        let head_raw = head.raw_bytes();
         let (head, head_raw) = self.apply_head_edits(head, head_raw, &verdict);
         let mut new_payload: Option<Vec<u8>> = None;
         for (patch, evidence) in &verdict.edits {
@@ -1053,7 +1053,7 @@ impl FlowInspector {
             self.refuse(500, "edit_failed", "edited head did not re-parse".into());
             return;
         };
-        let raw_head = Bytes::copy_from_slice(new_head.raw());
+        let raw_head = new_head.raw_bytes();
         self.forward_head(new_head, raw_head, &snapshot);
         if matches!(self.req, ReqState::Closed) {
             return;
@@ -1097,7 +1097,7 @@ impl FlowInspector {
                     };
                     let (is_head, swallow_continue, upgrade_asked) =
                         (*is_head, *swallow_continue, *upgrade_asked);
-                    let head = match parse_response_head(&self.server_buf, &self.config.limits) {
+                    let head = match take_response_head(&mut self.server_buf, &self.config.limits) {
                         Ok(None) => return,
                         Ok(Some(h)) => h,
                         Err(e) => {
@@ -1105,7 +1105,7 @@ impl FlowInspector {
                             return;
                         }
                     };
-                    let raw = self.server_buf.split_to(head.raw().len()).freeze();
+                    let raw = head.raw_bytes();
                     if head.status == 101 && !upgrade_asked {
                         // Tunnelling here would let the rest of the connection pass uninspected.
                         self.bad_upstream(

@@ -1,7 +1,8 @@
 //! Sans-IO protocol codecs for stopgap.
 //!
 //! This crate turns bytes into protocol units and framing decisions. It does **no I/O**, reads no
-//! clock and spawns nothing: callers hand it `&[u8]` and act on the values it returns. The live
+//! clock and spawns nothing: callers hand it `&[u8]` (or, to take a head off a buffer without
+//! copying it, a `BytesMut`) and act on the values it returns. The live
 //! proxy and any offline replay run the very same code.
 //!
 //! What it does:

@@ -23,6 +23,6 @@ mod tests;
 
 pub use body::{BodyDecoder, BodyError, BodyProgress};
 pub use parser::{
-    parse_request_head, parse_response_head, Framing, FramingError, HeadError, HeaderField, Limits,
-    RequestHead, ResponseHead, Version,
+    parse_request_head, parse_response_head, take_request_head, take_response_head, Framing,
+    FramingError, HeadError, HeaderField, Limits, RequestHead, ResponseHead, Version,
 };

@@ -2,6 +2,8 @@
 
 use std::ops::Range;
 
+use bytes::{Bytes, BytesMut};
+
 use super::anomaly;
 
 /// Size limits applied while parsing heads and chunked framing.
@@ -235,7 +237,7 @@ pub struct HeaderField {
 /// Fields shared by request and response heads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 struct Fields {
-    raw: Vec<u8>,
+    raw: Bytes,
     headers: Vec<HeaderField>,
 }
 
@@ -347,6 +349,11 @@ impl RequestHead {
     pub fn raw(&self) -> &[u8] {
         &self.fields.raw
     }
+    /// The same bytes, shared (no copy).
+    #[must_use]
+    pub fn raw_bytes(&self) -> Bytes {
+        self.fields.raw.clone()
+    }
     /// The header fields in order.
     #[must_use]
     pub fn headers(&self) -> &[HeaderField] {
@@ -428,6 +435,11 @@ impl ResponseHead {
     #[must_use]
     pub fn raw(&self) -> &[u8] {
         &self.fields.raw
+    }
+    /// The same bytes, shared (no copy).
+    #[must_use]
+    pub fn raw_bytes(&self) -> Bytes {
+        self.fields.raw.clone()
     }
     /// The header fields in order.
     #[must_use]
@@ -623,7 +635,29 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
     let Some(end) = delimit_head(buf, limits, true)? else {
         return Ok(None);
     };
-    let raw = &buf[..end];
+    request_from(Bytes::copy_from_slice(&buf[..end]), limits).map(Some)
+}
+
+/// As [`parse_request_head`], taking a complete head off the front of `buf` without copying
+/// it (the head keeps the bytes; on an error they are gone from `buf` too, as the connection
+/// is refused and closed).
+///
+/// # Errors
+/// [`HeadError`] as for [`parse_request_head`].
+pub fn take_request_head(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<RequestHead>, HeadError> {
+    let Some(end) = delimit_head(buf, limits, true)? else {
+        return Ok(None);
+    };
+    request_from(buf.split_to(end).freeze(), limits).map(Some)
+}
+
+/// Parses a complete, delimited request head.
+fn request_from(head: Bytes, limits: &Limits) -> Result<RequestHead, HeadError> {
+    let raw: &[u8] = &head;
+    let end = raw.len();
     let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut heap = Vec::new();
     let mut req = httparse::Request::new(header_storage(&mut stack, &mut heap, limits));
@@ -647,7 +681,7 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
     };
     let headers = collect_fields(raw, req.headers, limits)?;
     let fields = Fields {
-        raw: raw.to_vec(),
+        raw: head.clone(),
         headers,
     };
     let hosts = fields.values("host").count();
@@ -662,12 +696,12 @@ pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestH
     if version == Version::Http11 {
         check_expectations(&fields)?;
     }
-    Ok(Some(RequestHead {
+    Ok(RequestHead {
         method: method_start..method_start + method_str.len(),
         target: target_start..target_start + path.len(),
         version,
         fields,
-    }))
+    })
 }
 
 /// RFC 9112 §3.2: origin-form (`/path`), absolute-form (`http://authority/path`), authority-form
@@ -765,7 +799,28 @@ pub fn parse_response_head(buf: &[u8], limits: &Limits) -> Result<Option<Respons
     let Some(end) = delimit_head(buf, limits, false)? else {
         return Ok(None);
     };
-    let raw = &buf[..end];
+    response_from(Bytes::copy_from_slice(&buf[..end]), limits).map(Some)
+}
+
+/// As [`parse_response_head`], taking a complete head off the front of `buf` without copying
+/// it (on an error the bytes are gone from `buf` too, as the connection is closed).
+///
+/// # Errors
+/// [`HeadError`] as for [`parse_response_head`].
+pub fn take_response_head(
+    buf: &mut BytesMut,
+    limits: &Limits,
+) -> Result<Option<ResponseHead>, HeadError> {
+    let Some(end) = delimit_head(buf, limits, false)? else {
+        return Ok(None);
+    };
+    response_from(buf.split_to(end).freeze(), limits).map(Some)
+}
+
+/// Parses a complete, delimited response head.
+fn response_from(head: Bytes, limits: &Limits) -> Result<ResponseHead, HeadError> {
+    let raw: &[u8] = &head;
+    let end = raw.len();
     let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
     let mut heap = Vec::new();
     let mut resp = httparse::Response::new(header_storage(&mut stack, &mut heap, limits));
@@ -777,12 +832,12 @@ pub fn parse_response_head(buf: &[u8], limits: &Limits) -> Result<Option<Respons
     };
     let status = resp.code.unwrap_or_default();
     let headers = collect_fields(raw, resp.headers, limits)?;
-    Ok(Some(ResponseHead {
+    Ok(ResponseHead {
         fields: Fields {
-            raw: raw.to_vec(),
+            raw: head.clone(),
             headers,
         },
         status,
         version,
-    }))
+    })
 }

@@ -422,3 +422,24 @@ fn target_forms_host_agreement_and_expectations() {
         check(name, input, &[expected, "body \"\""]);
     }
 }
+
+#[test]
+fn taking_a_head_leaves_the_rest_and_parses_as_a_copy_does() {
+    let limits = Limits::default();
+    let wire: &[u8] = b"POST /f HTTP/1.1\r\nHost: h\r\nContent-Length: 3\r\n\r\nabcGET / HT";
+    let mut buf = bytes::BytesMut::from(wire);
+    let copied = parse_request_head(wire, &limits).unwrap().unwrap();
+    let taken = take_request_head(&mut buf, &limits).unwrap().unwrap();
+    assert_eq!(taken, copied);
+    assert_eq!(taken.raw_bytes(), copied.raw());
+    assert_eq!(&buf[..], b"abcGET / HT");
+    // Incomplete: nothing is taken.
+    let mut partial = bytes::BytesMut::from(&b"GET / HTTP/1.1\r\nHost: h\r\n"[..]);
+    assert!(take_request_head(&mut partial, &limits).unwrap().is_none());
+    assert_eq!(partial.len(), 25);
+
+    let mut resp = bytes::BytesMut::from(&b"HTTP/1.1 204 No Content\r\n\r\nHTTP/1.1"[..]);
+    let head = take_response_head(&mut resp, &limits).unwrap().unwrap();
+    assert_eq!(head.status, 204);
+    assert_eq!(&resp[..], b"HTTP/1.1");
+}
