@@ -621,11 +621,8 @@ impl FlowInspector {
             (Which::BodyOnly, Some(body)) => {
                 snapshot.request_body_candidates(head.raw(), head_hits, body, &mut hits);
             }
-            _ => {
-                let mut haystacks: Vec<&[u8]> = vec![head.raw()];
-                haystacks.extend(body);
-                snapshot.request_candidates(&haystacks, &mut hits);
-            }
+            (_, Some(body)) => snapshot.request_candidates(&[head.raw(), body], &mut hits),
+            (_, None) => snapshot.request_candidates(&[head.raw()], &mut hits),
         }
         let derived = Derived::default();
         let view = HttpView {
