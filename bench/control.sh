@@ -11,14 +11,8 @@ secs=${1:-10}
 runs=${2:-3}
 conns=50
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-[ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v curl >/dev/null || need+=(curl)
-command -v bc >/dev/null || need+=(bc)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/common.sh
+install_missing wrk=wrk /usr/sbin/nginx=nginx-light curl=curl bc=bc
 cargo build --release -q
 
 work=$(mktemp -d)
@@ -26,20 +20,10 @@ trap 'kill $(jobs -p) 2>/dev/null; sleep 0.3; rm -rf "$work"' EXIT
 backend=18111 gateway=18113 admin=18114
 mkdir -p "$work/www"
 printf 'hello, benchmark\n' > "$work/www/index.html"
-cat > "$work/nginx.conf" <<CONF
-daemon off; master_process off; pid $work/nginx.pid; error_log $work/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; client_body_temp_path $work/b; proxy_temp_path $work/p;
-  fastcgi_temp_path $work/f; uwsgi_temp_path $work/u; scgi_temp_path $work/s;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$backend; root $work/www; }
-}
-CONF
+write_backend_conf "$work" "$backend"
 taskset -c 0 /usr/sbin/nginx -c "$work/nginx.conf" -p "$work" &
-taskset -c 0 ./target/release/stopgap serve --listen 127.0.0.1:$gateway --upstream 127.0.0.1:$backend \
-  --patches patches --audit-log "$work/audit.jsonl" --state-dir "$work/state" \
-  --admin 127.0.0.1:$admin 2>/dev/null &
+write_gateway_conf "$work" "$gateway" "$backend" "127.0.0.1:$admin"
+taskset -c 0 ./target/release/stopgap serve --config "$work/stopgap.toml" 2>/dev/null &
 sleep 1
 
 echo "== apply -> in force"

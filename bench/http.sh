@@ -10,13 +10,8 @@ secs=${1:-5}
 runs=${2:-3}
 conns=50
 
-need=()
-command -v wrk >/dev/null || need+=(wrk)
-[ -x /usr/sbin/nginx ] || need+=(nginx-light)
-command -v bc >/dev/null || need+=(bc)
-if [ ${#need[@]} -gt 0 ]; then
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+source bench/common.sh
+install_missing wrk=wrk /usr/sbin/nginx=nginx-light bc=bc
 cargo build --release -q
 
 work=$(mktemp -d)
@@ -24,22 +19,12 @@ trap 'kill $(jobs -p) 2>/dev/null; sleep 0.3; rm -rf "$work"' EXIT
 backend=18101 nginxproxy=18102 gateway=18103
 mkdir -p "$work/www"
 printf 'hello, benchmark\n' > "$work/www/index.html"
-cat > "$work/nginx.conf" <<CONF
-daemon off; master_process off; pid $work/nginx.pid; error_log $work/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; client_body_temp_path $work/b; proxy_temp_path $work/p;
-  fastcgi_temp_path $work/f; uwsgi_temp_path $work/u; scgi_temp_path $work/s;
-  keepalive_requests 1000000;
-  upstream backend { server 127.0.0.1:$backend; keepalive 64; }
-  server { listen 127.0.0.1:$backend; root $work/www; }
+write_backend_conf "$work" "$backend" "" "  upstream backend { server 127.0.0.1:$backend; keepalive 64; }
   server { listen 127.0.0.1:$nginxproxy;
-    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; } }
-}
-CONF
+    location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection \"\"; } }"
 taskset -c 0 /usr/sbin/nginx -c "$work/nginx.conf" -p "$work" &
-taskset -c 0 ./target/release/stopgap serve --listen 127.0.0.1:$gateway --upstream 127.0.0.1:$backend \
-  --patches patches --audit-log "$work/audit.jsonl" 2>/dev/null &
+write_gateway_conf "$work" "$gateway" "$backend" off
+taskset -c 0 ./target/release/stopgap serve --config "$work/stopgap.toml" 2>/dev/null &
 sleep 1
 
 measure() { # port -> "req/s p99_ms"

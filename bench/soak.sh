@@ -12,9 +12,8 @@ cd "$(dirname "$0")/.."
 secs=${1:-600}
 restart=${2:-30}
 
-[ -x /usr/sbin/nginx ] || {
-  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx-light >/dev/null
-}
+source bench/common.sh
+install_missing /usr/sbin/nginx=nginx-light
 cargo build --release -q
 
 work=$(mktemp -d)
@@ -22,47 +21,12 @@ trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
 backend=18211 gateway=18213 admin=18214
 mkdir -p "$work/www"
 printf 'hello, soak\n' > "$work/www/index.html"
-cat > "$work/nginx.conf" <<CONF
-daemon off; master_process off; pid $work/nginx.pid; error_log $work/error.log;
-events { worker_connections 4096; }
-http {
-  access_log off; client_body_temp_path $work/b; proxy_temp_path $work/p;
-  fastcgi_temp_path $work/f; uwsgi_temp_path $work/u; scgi_temp_path $work/s;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$backend; root $work/www; error_page 405 =200 /index.html; }
-}
-CONF
-cat > "$work/stopgap.toml" <<CONF
-[patches]
-dir = "$PWD/patches"
-[audit]
-log = "$work/audit.jsonl"
-[admin]
-listen = "127.0.0.1:$admin"
-[state]
-dir = "$work/state"
-[assets]
-file = "$work/assets.toml"
-[limits]
-message_timeout_ms = 3000
+write_backend_conf "$work" "$backend" " error_page 405 =200 /index.html;"
+write_gateway_conf "$work" "$gateway" "$backend" "127.0.0.1:$admin" "message_timeout_ms = 3000
 client_timeout_ms = 2000
 idle_timeout_ms = 10000
 upstream_timeout_ms = 5000
-connect_timeout_ms = 1000
-[[listener]]
-name = "web"
-listen = "127.0.0.1:$gateway"
-upstream = "127.0.0.1:$backend"
-CONF
-
-# Every patch pinned on, so that the exploit requests (an IIS one) are refused, not skipped
-# as not applying to nginx.
-cat > "$work/assets.toml" <<CONF
-[[asset]]
-listener = "web"
-product = "nginx:nginx"
-pin = ["*"]
-CONF
+connect_timeout_ms = 1000"
 
 taskset -c 1 python3 bench/soak.py --duration "$secs" --restart-every "$restart" \
   --gateway-port $gateway --admin-port $admin --token-file "$work/state/admin.token" \
