@@ -9,6 +9,7 @@ use toml::Spanned;
 
 use crate::diag::{Diagnostic, Diagnostics};
 use crate::expr::{self, Expr, FieldKind, Operand};
+use crate::prefilter::{min_message_len, required_located, LocatedLiterals};
 
 /// How bad the vulnerability is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -236,6 +237,12 @@ pub struct Patch {
     pub phase: Phase,
     /// Whether the condition reads the request body.
     pub needs_body: bool,
+    /// The prefilter's literals for the condition, with where each can occur (see
+    /// [`crate::prefilter::required_located`]), worked out once when the file is loaded.
+    pub literals: Option<LocatedLiterals>,
+    /// The shortest message the condition can hold for (see
+    /// [`crate::prefilter::min_message_len`]).
+    pub min_message_len: usize,
     /// Test vectors.
     pub vectors: Vec<Vector>,
     /// The file it came from.
@@ -480,6 +487,7 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
     if !cx.errors.is_empty() {
         return Err(cx.errors);
     }
+    let when = when.unwrap_or(Expr::Const(false));
     Ok(Patch {
         protocol,
         id: raw.id.into_inner(),
@@ -495,7 +503,9 @@ pub fn parse_patch(file: &Path, source: &str) -> Result<Patch, Vec<Diagnostic>> 
         versions: raw.applies.versions,
         range,
         fixed_in: raw.applies.fixed_in,
-        when: when.unwrap_or(Expr::Const(false)),
+        literals: required_located(&when),
+        min_message_len: min_message_len(&when),
+        when,
         when_source: raw.rule.when.into_inner(),
         action: action.unwrap_or(Action::Log),
         mode,

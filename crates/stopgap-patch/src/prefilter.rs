@@ -1,11 +1,14 @@
 //! Literal extraction and the Aho-Corasick prefilter.
 //!
 //! For each patch we extract a set of literals such that, if the patch's condition holds, at
-//! least one of them occurs (ASCII case-insensitively) in the raw message bytes. One automaton
-//! over all patches' literals is run once per message; only patches whose literal hit, plus the
-//! patches for which no such set exists ("unfiltered"), have their full condition evaluated.
-//! The cost of a message that no patch is interested in is one automaton pass, however many
-//! patches are applied.
+//! least one of them occurs (ASCII case-insensitively) in the raw message bytes (worked out
+//! once, when the patch file is loaded). One automaton over all patches' longer literals is run
+//! once per head, single-byte literals are looked for directly; only patches whose literal hit,
+//! plus the patches for which no such set exists ("unfiltered"), have their full condition
+//! evaluated. A body is not run through the automaton: it is checked with memchr passes for one
+//! byte of each literal that can occur in it. The cost of a message that no patch is interested
+//! in is one automaton pass over its head and a few passes over its body, however many patches
+//! are applied.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
@@ -59,7 +62,7 @@ pub fn required_located(expr: &Expr) -> Option<LocatedLiterals> {
                     (CmpOp::Matches, _) => regex.as_ref().and_then(|r| regex_literals(r.as_str())),
                     _ => None,
                 };
-                let in_body = root_field(lhs).is_some_and(Field::reads_body);
+                let in_body = lhs.field().is_some_and(Field::reads_body);
                 literals.map(|mut l| {
                     l.extend(triggers);
                     l.into_iter().map(|lit| (lit, in_body)).collect()
@@ -79,36 +82,18 @@ pub fn required_located(expr: &Expr) -> Option<LocatedLiterals> {
 fn better(x: Option<LocatedLiterals>, y: Option<LocatedLiterals>) -> Option<LocatedLiterals> {
     match (x, y) {
         (Some(x), Some(y)) => {
-            let bytes = |l: &LocatedLiterals| -> Literals {
-                l.iter().map(|(lit, _)| lit.clone()).collect()
-            };
-            Some(if quality(&bytes(&x)) >= quality(&bytes(&y)) {
-                x
-            } else {
-                y
-            })
+            let of = |l: &LocatedLiterals| quality(l.iter().map(|(lit, _)| lit.as_slice()));
+            Some(if of(&x) >= of(&y) { x } else { y })
         }
         (x, y) => x.or(y),
     }
 }
 
-/// The field an operand reads, through its transforms.
-fn root_field(op: &Operand) -> Option<&Field> {
-    match op {
-        Operand::Field(f) => Some(f),
-        Operand::Call(_, inner) => root_field(inner),
-        _ => None,
-    }
-}
-
 /// Higher is better: the weakest literal of the set, discounted by the set's size.
-fn quality<L: AsRef<[u8]>>(l: &[L]) -> usize {
-    let weakest = l
-        .iter()
-        .map(|lit| strength(lit.as_ref()))
-        .min()
-        .unwrap_or(0);
-    weakest * 4 / (l.len() + 3)
+fn quality<'l>(set: impl ExactSizeIterator<Item = &'l [u8]>) -> usize {
+    let size = set.len();
+    let weakest = set.map(strength).min().unwrap_or(0);
+    weakest * 4 / (size + 3)
 }
 
 /// How well one literal filters, in hundredths of a byte: its length, but a single byte
@@ -279,7 +264,8 @@ fn regex_literals(pattern: &str) -> Option<Literals> {
             if set.is_empty() || set.iter().any(Vec::is_empty) {
                 continue;
             }
-            if best.as_ref().is_none_or(|b| quality(&set) > quality(b)) {
+            let of = |l: &Literals| quality(l.iter().map(Vec::as_slice));
+            if best.as_ref().is_none_or(|b| of(&set) > of(b)) {
                 best = Some(set);
             }
         }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use crate::file::{Mode, Patch, Phase, Protocol};
-use crate::prefilter::{min_message_len, required_literals, required_located, Prefilter};
+use crate::prefilter::Prefilter;
 
 /// One applied patch in a set, with the mode it is applied in.
 #[derive(Debug, Clone)]
@@ -49,45 +49,32 @@ impl PatchSet {
         let (request, response): (Vec<_>, Vec<_>) = http
             .into_iter()
             .partition(|a| a.patch.phase == Phase::Request);
-        let min_lengths = |list: &[Applied]| -> Vec<usize> {
-            list.iter()
-                .map(|a| min_message_len(&a.patch.when))
-                .collect()
-        };
-        let filter = |list: &[Applied]| {
+        // Literal sets and shortest lengths were worked out when each patch was loaded.
+        let filter = |list: &[Applied], body_only: bool| {
+            let reads = |a: &Applied| !body_only || a.patch.needs_body;
             let sets: Vec<_> = list
                 .iter()
-                .map(|a| required_literals(&a.patch.when))
+                .map(|a| {
+                    if reads(a) {
+                        a.patch.literals.clone()
+                    } else {
+                        // Never a candidate: the body phase does not evaluate it.
+                        Some(Vec::new())
+                    }
+                })
                 .collect();
-            Prefilter::new(&sets).with_min_lengths(&min_lengths(list))
+            let lengths: Vec<usize> = list
+                .iter()
+                .map(|a| if reads(a) { a.patch.min_message_len } else { 0 })
+                .collect();
+            Prefilter::new_located(&sets).with_min_lengths(&lengths)
         };
-        let body_sets: Vec<_> = request
-            .iter()
-            .map(|a| {
-                if a.patch.needs_body {
-                    required_located(&a.patch.when)
-                } else {
-                    Some(Vec::new())
-                }
-            })
-            .collect();
-        // Only the body-reading patches are candidates in the body phase.
-        let body_min_lengths: Vec<usize> = request
-            .iter()
-            .map(|a| {
-                if a.patch.needs_body {
-                    min_message_len(&a.patch.when)
-                } else {
-                    0
-                }
-            })
-            .collect();
         Self {
             generation,
-            body_filter: Prefilter::new_located(&body_sets).with_min_lengths(&body_min_lengths),
+            body_filter: filter(&request, true),
             any_body: request.iter().any(|a| a.patch.needs_body),
-            request_filter: filter(&request),
-            response_filter: filter(&response),
+            request_filter: filter(&request, false),
+            response_filter: filter(&response, false),
             request,
             response,
             ftp,
