@@ -151,16 +151,25 @@ struct Buffering {
 impl Buffering {
     /// Whether the body decodes to itself (Content-Length framing): it is then kept once.
     fn identity(&self) -> bool {
-        matches!(self.framing, Framing::Length(_))
+        decodes_to_itself(self.framing)
     }
 
     /// The decoded body so far.
     fn payload(&self) -> &[u8] {
-        if self.identity() {
-            &self.raw
-        } else {
-            &self.payload
-        }
+        decoded_body(self.framing, &self.raw, &self.payload)
+    }
+}
+
+fn decodes_to_itself(framing: Framing) -> bool {
+    matches!(framing, Framing::Length(_))
+}
+
+/// A buffered body as decoded: the bytes as received when they decode to themselves.
+fn decoded_body<'b>(framing: Framing, raw: &'b [u8], decoded: &'b [u8]) -> &'b [u8] {
+    if decodes_to_itself(framing) {
+        raw
+    } else {
+        decoded
     }
 }
 
@@ -934,11 +943,7 @@ impl FlowInspector {
             snapshot,
             head_hits,
         } = buf;
-        let payload: &[u8] = if matches!(framing, Framing::Length(_)) {
-            &raw
-        } else {
-            &decoded
-        };
+        let payload = decoded_body(framing, &raw, &decoded);
         let verdict = self.evaluate_request_with(
             &head,
             Some(payload),

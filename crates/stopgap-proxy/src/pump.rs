@@ -674,6 +674,27 @@ impl Gather {
     }
 }
 
+/// Writes what has been gathered for each side: the server's share first (the added latency
+/// of a forwarded head is recorded once it is written), then the client's.
+async fn flush_gathered(
+    for_server: &mut Gather,
+    server_w: Option<&mut tokio::net::tcp::OwnedWriteHalf>,
+    for_client: &mut Gather,
+    client_w: &mut tokio::net::tcp::OwnedWriteHalf,
+    forwarded_head_at: &mut Option<Instant>,
+    metrics: &ListenerMetrics,
+) -> std::io::Result<()> {
+    if let Some(w) = server_w {
+        if !for_server.is_empty() {
+            for_server.write_to(w).await?;
+            if let Some(t) = forwarded_head_at.take() {
+                metrics.added_latency.observe(t.elapsed().as_secs_f64());
+            }
+        }
+    }
+    for_client.write_to(client_w).await
+}
+
 /// The test-only fault hook: when `STOPGAP_FAULT_PANIC_MARKER` is set, client bytes that
 /// contain it make the inspection of that connection panic (to test isolation and the
 /// failure policy). Without the variable nothing happens.
@@ -910,15 +931,15 @@ async fn handle_connection(
                 }
                 _ => {}
             }
-            if let Some(w) = server_w.as_mut() {
-                if !for_server.is_empty() {
-                    for_server.write_to(w).await?;
-                    if let Some(t) = forwarded_head_at.take() {
-                        rt.metrics.added_latency.observe(t.elapsed().as_secs_f64());
-                    }
-                }
-            }
-            for_client.write_to(&mut client_w).await?;
+            flush_gathered(
+                &mut for_server,
+                server_w.as_mut(),
+                &mut for_client,
+                &mut client_w,
+                &mut forwarded_head_at,
+                &rt.metrics,
+            )
+            .await?;
             match out {
                 Output::ToServer(_) | Output::ToClient(_) => unreachable!("gathered above"),
                 Output::Audit(event) => {
@@ -1021,15 +1042,15 @@ async fn handle_connection(
                 }
             }
         }
-        if let Some(w) = server_w.as_mut() {
-            if !for_server.is_empty() {
-                for_server.write_to(w).await?;
-                if let Some(t) = forwarded_head_at.take() {
-                    rt.metrics.added_latency.observe(t.elapsed().as_secs_f64());
-                }
-            }
-        }
-        for_client.write_to(&mut client_w).await?;
+        flush_gathered(
+            &mut for_server,
+            server_w.as_mut(),
+            &mut for_client,
+            &mut client_w,
+            &mut forwarded_head_at,
+            &rt.metrics,
+        )
+        .await?;
         if shutdown_server_when_idle && insp.is_idle() {
             shutdown_server_when_idle = false;
             if let Some(w) = server_w.as_mut() {

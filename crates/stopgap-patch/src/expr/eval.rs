@@ -395,18 +395,11 @@ impl<'a> HttpView<'a> {
 
 /// The first field an expression reads, as written.
 fn first_field(expr: &Expr) -> Option<&str> {
-    fn of_operand(op: &Operand) -> Option<&str> {
-        match op {
-            Operand::Field(f) => Some(f.name.as_str()),
-            Operand::Call(_, inner) => of_operand(inner),
-            _ => None,
-        }
-    }
     match expr {
         Expr::Or(a, b) | Expr::And(a, b) => first_field(a).or_else(|| first_field(b)),
         Expr::Not(a) => first_field(a),
         Expr::Const(_) => None,
-        Expr::Truthy(op) | Expr::Compare { lhs: op, .. } => of_operand(op),
+        Expr::Truthy(op) | Expr::Compare { lhs: op, .. } => op.field().map(|f| f.name.as_str()),
     }
 }
 

@@ -679,26 +679,26 @@ fn request_from(head: Bytes, limits: &Limits) -> Result<RequestHead, HeadError> 
     } else {
         Version::Http11
     };
+    let method = method_start..method_start + method_str.len();
+    let target = target_start..target_start + path.len();
     let headers = collect_fields(raw, req.headers, limits)?;
-    let fields = Fields {
-        raw: head.clone(),
-        headers,
-    };
+    // The head's bytes move into the fields; the checks below read them from there.
+    let fields = Fields { raw: head, headers };
     let hosts = fields.values("host").count();
     if (version == Version::Http11 && hosts != 1) || hosts > 1 {
         return Err(HeadError::HostHeader { found: hosts });
     }
     check_target_form(
-        method_str.as_bytes(),
-        path.as_bytes(),
+        &fields.raw[method.clone()],
+        &fields.raw[target.clone()],
         fields.values("host").next(),
     )?;
     if version == Version::Http11 {
         check_expectations(&fields)?;
     }
     Ok(RequestHead {
-        method: method_start..method_start + method_str.len(),
-        target: target_start..target_start + path.len(),
+        method,
+        target,
         version,
         fields,
     })
@@ -833,10 +833,7 @@ fn response_from(head: Bytes, limits: &Limits) -> Result<ResponseHead, HeadError
     let status = resp.code.unwrap_or_default();
     let headers = collect_fields(raw, resp.headers, limits)?;
     Ok(ResponseHead {
-        fields: Fields {
-            raw: head.clone(),
-            headers,
-        },
+        fields: Fields { raw: head, headers },
         status,
         version,
     })
