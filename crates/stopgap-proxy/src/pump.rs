@@ -626,7 +626,13 @@ impl SnapshotCache {
 #[derive(Default)]
 struct Gather {
     parts: Vec<Bytes>,
+    /// Where a round of small pieces is joined before it is written.
+    joined: Vec<u8>,
 }
+
+/// Rounds up to this size are joined into one buffer and written with one `send`, which
+/// takes a shorter path through the kernel than `writev` does.
+const JOIN_UP_TO: usize = 4096;
 
 impl Gather {
     fn push(&mut self, bytes: Bytes) {
@@ -640,6 +646,21 @@ impl Gather {
     }
 
     async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.parts.len() == 1 {
+            w.write_all(&self.parts[0]).await?;
+            self.parts.clear();
+            return Ok(());
+        }
+        let total: usize = self.parts.iter().map(Bytes::len).sum();
+        if total <= JOIN_UP_TO {
+            self.joined.clear();
+            for part in &self.parts {
+                self.joined.extend_from_slice(part);
+            }
+            w.write_all(&self.joined).await?;
+            self.parts.clear();
+            return Ok(());
+        }
         // The first unwritten piece and how much of it is written.
         let (mut first, mut done) = (0, 0);
         while first < self.parts.len() {
