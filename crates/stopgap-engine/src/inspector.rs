@@ -721,10 +721,10 @@ impl FlowInspector {
         if self.act_terminal(&verdict, &head, framing, None) {
             return;
         }
-        // The candidates just found hold for the body phase unless an edit changes the head.
-        let head_hits = verdict.edits.is_empty().then(|| self.hits.clone());
         let (head, raw) = self.apply_head_edits(head, raw, &verdict);
         if has_body && snapshot.any_needs_body() {
+            // The candidates just found hold for the body phase unless an edit changed the head.
+            let head_hits = verdict.edits.is_empty().then(|| self.hits.clone());
             // The client waits for 100 before it sends the body the patches need; answer it
             // here, once, unless the body is already on its way or responses are owed first.
             if head.expects_continue() && self.pending.is_empty() && self.client_buf.is_empty() {
@@ -1198,14 +1198,16 @@ impl FlowInspector {
             let Some(value) = head.header_values(name).next() else {
                 continue;
             };
-            let text = String::from_utf8_lossy(value).into_owned();
-            if let Some(seen) = self.banners.iter_mut().find(|(k, _)| *k == kind) {
-                if seen.1 == text {
-                    continue;
-                }
-                seen.1.clone_from(&text);
-            } else {
-                self.banners.push((kind, text.clone()));
+            let text = String::from_utf8_lossy(value);
+            let seen = self.banners.iter_mut().find(|(k, _)| *k == kind);
+            if seen.as_ref().is_some_and(|(_, s)| *s == text) {
+                // The same value as before: nothing to copy, nothing to report.
+                continue;
+            }
+            let text = text.into_owned();
+            match seen {
+                Some(seen) => seen.1.clone_from(&text),
+                None => self.banners.push((kind, text.clone())),
             }
             self.out.push_back(Output::Banner(kind, text));
         }
