@@ -5,7 +5,8 @@ on every workload; then stopgap alone with 0, 10, 100 and 1,000 applied patches.
 prints tables (and writes them as JSON next to the work directory when asked).
 
 Servers and proxies run on CPU 0, the load generator (wrk, or this script for the idle
-connections) on CPU 1. Loopback only. Each figure is the median of --runs runs.
+connections) on CPU 1. Loopback only. Each figure is the median of --runs runs; the runs of a
+workload are interleaved between the peers (see `interleaved`).
 """
 import argparse
 import json
@@ -21,6 +22,8 @@ import threading
 import time
 
 BACKEND, NGINX_PROXY, HAPROXY, MODSEC, STOPGAP = 18301, 18302, 18303, 18304, 18305
+# The four stopgap processes of the applied-patch scaling runs.
+SCALING = 18310
 
 WORKLOADS = [
     # name, path, connections, wrk lua script (None: GET)
@@ -188,7 +191,7 @@ def setup(work, ports):
           f"backend b\n  http-reuse always\n  server s1 127.0.0.1:{BACKEND}\n")
 
 
-def stopgap_conf(work, name, patches):
+def stopgap_conf(work, name, patches, port=STOPGAP):
     conf = os.path.join(work, f"{name}.toml")
     write(os.path.join(work, f"{name}-assets.toml"),
           '[[asset]]\nlistener = "web"\nproduct = "nginx:nginx"\npin = ["*"]\n')
@@ -196,7 +199,7 @@ def stopgap_conf(work, name, patches):
           f'[admin]\nlisten = "off"\n[state]\ndir = "{work}/{name}-state"\n'
           f'[assets]\nfile = "{work}/{name}-assets.toml"\n'
           f'[limits]\nmax_connections_per_source = 20000\nidle_timeout_ms = 300000\n'
-          f'[[listener]]\nname = "web"\nlisten = "127.0.0.1:{STOPGAP}"\nupstream = "127.0.0.1:{BACKEND}"\n')
+          f'[[listener]]\nname = "web"\nlisten = "127.0.0.1:{port}"\nupstream = "127.0.0.1:{BACKEND}"\n')
     return conf
 
 
@@ -211,6 +214,13 @@ def stop_all(*_):
                 p.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 p.kill()
+
+
+def stop(proc):
+    if proc:
+        proc.terminate()
+        proc.wait()
+        STARTED.remove(proc)
 
 
 def start(cmd, port, name):
@@ -241,22 +251,48 @@ def synthetic_patches(library, out, total):
               f'action = "reject"\nstatus = 403\nmode = "enforce"\n')
 
 
-def measure(port, workload, secs, runs, work, pid):
+def run_once(port, workload, secs, work, pid):
+    """One wrk run: (req/s, p50 ms, p99 ms, the peer's own CPU microseconds per request)."""
     name, path, conns, script = workload
-    results = []
-    with Peak(pid) as peak:
-        for _ in range(runs):
-            before = cpu_seconds(pid)
-            rps, p50, p99, requests = wrk(port, path, conns, script, secs, work)
-            # The peer's own CPU per request: what proxying costs, apart from the backend's
-            # share of the same core (req/s moves with both).
-            cpu_us = (cpu_seconds(pid) - before) * 1e6 / max(requests, 1)
-            results.append((rps, p50, p99, cpu_us))
-    rps = statistics.median(r[0] for r in results)
-    p50 = statistics.median(r[1] for r in results)
-    p99 = statistics.median(r[2] for r in results)
-    cpu_us = statistics.median(r[3] for r in results)
-    return {"rps": rps, "p50": p50, "p99": p99, "cpu_us": cpu_us, "peak_rss_kib": peak.peak}
+    before = cpu_seconds(pid)
+    rps, p50, p99, requests = wrk(port, path, conns, script, secs, work)
+    # The peer's own CPU per request: what proxying costs, apart from the backend's share of
+    # the same core (req/s moves with both).
+    cpu_us = (cpu_seconds(pid) - before) * 1e6 / max(requests, 1)
+    return rps, p50, p99, cpu_us
+
+
+def interleaved(targets, workload, secs, runs, work):
+    """Measures every target (name -> (port, pid)) `runs` times on one workload, run r of all
+    of them before run r + 1 of any, in an order rotated each run: a drift in the machine's
+    speed during the measurement (frequency, another tenant, the page cache) then falls on
+    every peer alike instead of on whichever happened to run last. Medians per target."""
+    names = list(targets)
+    samples = {n: [] for n in names}
+    peaks = {n: Peak(pid) for n, (_, pid) in targets.items()}
+    for p in peaks.values():
+        p.__enter__()
+    try:
+        for r in range(runs):
+            k = r % len(names)
+            for n in names[k:] + names[:k]:
+                port, pid = targets[n]
+                samples[n].append(run_once(port, workload, secs, work, pid))
+    finally:
+        for p in peaks.values():
+            p.__exit__()
+    out = {}
+    for n in names:
+        rs = samples[n]
+        out[n] = {
+            "rps": statistics.median(r[0] for r in rs),
+            "p50": statistics.median(r[1] for r in rs),
+            "p99": statistics.median(r[2] for r in rs),
+            "cpu_us": statistics.median(r[3] for r in rs),
+            "peak_rss_kib": peaks[n].peak,
+            "runs_rps": [round(r[0]) for r in rs],
+        }
+    return out
 
 
 def main():
@@ -285,41 +321,53 @@ def main():
     only = [p for p in a.only.split(",") if p] or list(peers)
     chosen = [w.strip() for w in a.workloads.split(",") if w.strip()]
     workloads = [w for w in WORKLOADS if not chosen or w[0] in chosen]
-    results = {}
+    results = {peer: {} for peer in only}
+    # Idle connections first, each peer alone on a fresh process: later workloads leave freed
+    # memory behind that would hide the cost of the connections.
+    for peer in only if a.idle > 0 else ():
+        cmd, port = peers[peer]
+        proc = start(cmd, port, peer) if cmd else None
+        per_conn, n = idle_connections(port, proc.pid if proc else backend.pid, a.idle)
+        results[peer]["idle"] = {"kib_per_conn": per_conn, "connections": n}
+        print(f"== {peer}: {n} idle keep-alive connections, {per_conn:.1f} KiB RSS each", flush=True)
+        stop(proc)
+
+    # Then every peer at once (each on its own port; an idle one costs nothing), the runs of
+    # each workload interleaved between them.
+    targets, procs = {}, []
     for peer in only:
         cmd, port = peers[peer]
         proc = start(cmd, port, peer) if cmd else None
-        pid = proc.pid if proc else backend.pid
-        print(f"== {peer}", flush=True)
-        results[peer] = {}
-        # Idle connections first, on the fresh process: later workloads leave freed memory
-        # behind that would hide the cost of the connections.
-        if a.idle > 0:
-            per_conn, n = idle_connections(port, pid, a.idle)
-            results[peer]["idle"] = {"kib_per_conn": per_conn, "connections": n}
-            print(f"  idle: {n} keep-alive connections, {per_conn:.1f} KiB RSS each", flush=True)
-        for w in workloads:
-            results[peer][w[0]] = measure(port, w, a.secs, a.runs, work, pid)
-            r = results[peer][w[0]]
-            print(f"  {w[0]:<14} {r['rps']:>10.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  "
-                  f"CPU {r['cpu_us']:.1f} us/req  peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB", flush=True)
-        if proc:
-            proc.terminate()
-            proc.wait()
+        procs.append(proc)
+        targets[peer] = (port, proc.pid if proc else backend.pid)
+    for w in workloads:
+        print(f"== {w[0]}", flush=True)
+        for peer, r in interleaved(targets, w, a.secs, a.runs, work).items():
+            results[peer][w[0]] = r
+            print(f"  {peer:<18} {r['rps']:>10.0f} req/s  p50 {r['p50']:.2f} ms  p99 {r['p99']:.2f} ms  "
+                  f"CPU {r['cpu_us']:.1f} us/req  peak RSS {r['peak_rss_kib'] / 1024:.1f} MiB  "
+                  f"runs {r['runs_rps']}", flush=True)
+    for proc in procs:
+        stop(proc)
 
     scaling = {}
     if "stopgap" in only and not chosen:
         print("== stopgap, applied patch count scaling (small GET)", flush=True)
-        for n in (0, 10, 100, 1000):
+        counts = (0, 10, 100, 1000)
+        targets, procs = {}, []
+        for i, n in enumerate(counts):
             d = os.path.join(work, f"patches-{n}")
             synthetic_patches(a.library, d, n)
-            cmd = [a.stopgap, "serve", "--config", stopgap_conf(work, f"scale{n}", d)]
-            proc = start(cmd, STOPGAP, f"stopgap ({n} patches)")
-            scaling[n] = measure(STOPGAP, WORKLOADS[0], a.secs, a.runs, work, proc.pid)
-            print(f"  {n:>5} patches {scaling[n]['rps']:>10.0f} req/s  p99 {scaling[n]['p99']:.2f} ms  CPU {scaling[n]['cpu_us']:.1f} us/req", flush=True)
-            proc.terminate()
-            proc.wait()
-    backend.terminate()
+            port = SCALING + i
+            cmd = [a.stopgap, "serve", "--config", stopgap_conf(work, f"scale{n}", d, port)]
+            procs.append(start(cmd, port, f"stopgap ({n} patches)"))
+            targets[n] = (port, procs[-1].pid)
+        scaling = interleaved(targets, WORKLOADS[0], a.secs, a.runs, work)
+        for n, r in scaling.items():
+            print(f"  {n:>5} patches {r['rps']:>10.0f} req/s  p99 {r['p99']:.2f} ms  CPU {r['cpu_us']:.1f} us/req  "
+                  f"runs {r['runs_rps']}", flush=True)
+        for proc in procs:
+            stop(proc)
 
     print(f"\nResults ({a.runs} runs of {a.secs}s each, median; wrk on CPU 1, servers on CPU 0)")
     base = "nginx proxy" if "nginx proxy" in results else None

@@ -9,7 +9,8 @@
 # Usage: bench/compare.sh [seconds per run, default 5] [runs, default 3] [idle connections,
 #        default 9000; 0 skips them] [peers, comma-separated, default all]
 #        [workloads, comma-separated names, default all; naming any skips the scaling runs]
-# Servers on CPU 0, load generators on CPU 1. Loopback only.
+# Servers on CPU 0, load generators on CPU 1. Loopback only. The runs of a workload are
+# interleaved between the peers (see interleaved() in compare.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs=${1:-5}
