@@ -1,5 +1,6 @@
 //! Request and response heads, and message framing (RFC 9112 §2–§7).
 
+use std::mem::MaybeUninit;
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
@@ -563,29 +564,27 @@ fn map_httparse(e: httparse::Error) -> HeadError {
 const STACK_HEADERS: usize = 128;
 
 /// `max_headers + 1` slots (one more than allowed, to tell "too many" from "exactly the limit").
+/// Left uninitialised: httparse writes a slot before it reads it, and the parse would
+/// otherwise start by clearing 4 KiB.
 fn header_storage<'s, 'b>(
-    stack: &'s mut [httparse::Header<'b>; STACK_HEADERS],
-    heap: &'s mut Vec<httparse::Header<'b>>,
+    stack: &'s mut [MaybeUninit<httparse::Header<'b>>; STACK_HEADERS],
+    heap: &'s mut Vec<MaybeUninit<httparse::Header<'b>>>,
     limits: &Limits,
-) -> &'s mut [httparse::Header<'b>] {
+) -> &'s mut [MaybeUninit<httparse::Header<'b>>] {
     let slots = limits.max_headers + 1;
     if slots <= STACK_HEADERS {
         &mut stack[..slots]
     } else {
-        heap.resize(slots, httparse::EMPTY_HEADER);
+        heap.resize_with(slots, MaybeUninit::uninit);
         heap
     }
 }
 
-/// httparse must have consumed exactly the delimited head.
-fn check_parsed(
-    result: httparse::Result<usize>,
-    end: usize,
-    limits: &Limits,
-) -> Result<(), HeadError> {
+/// The length of a complete head, `None` while incomplete, or httparse's error as ours.
+fn complete(result: httparse::Result<usize>, limits: &Limits) -> Result<Option<usize>, HeadError> {
     match result {
-        Ok(httparse::Status::Complete(n)) if n == end => Ok(()),
-        Ok(_) => Err(HeadError::Malformed { what: "CRLF" }),
+        Ok(httparse::Status::Complete(n)) => Ok(Some(n)),
+        Ok(httparse::Status::Partial) => Ok(None),
         Err(httparse::Error::TooManyHeaders) => Err(HeadError::TooManyHeaders {
             limit: limits.max_headers,
         }),
@@ -604,16 +603,16 @@ fn collect_fields(
         });
     }
     let base = raw.as_ptr() as usize;
+    let name_start = |h: &httparse::Header<'_>| h.name.as_ptr() as usize - base;
     let mut out = Vec::with_capacity(parsed.len());
-    for h in parsed {
-        let name_start = h.name.as_ptr() as usize - base;
-        let name = name_start..name_start + h.name.len();
+    for (i, h) in parsed.iter().enumerate() {
+        let name = name_start(h)..name_start(h) + h.name.len();
         let value_start = h.value.as_ptr() as usize - base;
         let value = value_start..value_start + h.value.len();
-        // The line ends at the next CRLF after the value.
-        // Line endings are checked CRLF already: the line ends after the next LF.
-        let line_end =
-            memchr::memchr(b'\n', &raw[value.end..]).map_or(raw.len(), |p| value.end + p + 1);
+        // Field lines follow each other (no folding, no blank line between them: httparse
+        // refuses both), so a line ends where the next one starts, and the last one before
+        // the blank line's CRLF.
+        let line_end = parsed.get(i + 1).map_or(raw.len() - 2, name_start);
         let trimmed = trim_ows(&raw[value.clone()]);
         let lead = trimmed.as_ptr() as usize - base;
         out.push(HeaderField {
@@ -632,6 +631,18 @@ fn collect_fields(
 /// # Errors
 /// [`HeadError`] when the head can never become valid; answer [`HeadError::status`] and close.
 pub fn parse_request_head(buf: &[u8], limits: &Limits) -> Result<Option<RequestHead>, HeadError> {
+    if let Some(parts) = quick_request(buf, limits) {
+        return build_request(Bytes::copy_from_slice(&buf[..parts.len]), parts).map(Some);
+    }
+    parse_request_head_carefully(buf, limits)
+}
+
+/// [`parse_request_head`] without the quick way: the head delimited (line endings and limits
+/// checked byte by byte) before httparse reads it.
+pub(super) fn parse_request_head_carefully(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<RequestHead>, HeadError> {
     let Some(end) = delimit_head(buf, limits, true)? else {
         return Ok(None);
     };
@@ -648,20 +659,63 @@ pub fn take_request_head(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<RequestHead>, HeadError> {
+    if let Some(parts) = quick_request(buf, limits) {
+        return build_request(buf.split_to(parts.len).freeze(), parts).map(Some);
+    }
     let Some(end) = delimit_head(buf, limits, true)? else {
         return Ok(None);
     };
     request_from(buf.split_to(end).freeze(), limits).map(Some)
 }
 
-/// Parses a complete, delimited request head.
-fn request_from(head: Bytes, limits: &Limits) -> Result<RequestHead, HeadError> {
-    let raw: &[u8] = &head;
-    let end = raw.len();
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+/// A request head as httparse read it: its length and offsets into it.
+struct RequestParts {
+    len: usize,
+    method: Range<usize>,
+    target: Range<usize>,
+    version: Version,
+    headers: Vec<HeaderField>,
+}
+
+/// The quick way to a well-formed request head at the start of `buf`: httparse over what has
+/// arrived (up to the head size limit), then the checks it does not make (httparse also takes
+/// a bare LF as a line end, and skips empty lines before the request line). `None` for
+/// anything else — incomplete, malformed, over a limit — which then goes the careful way
+/// (`delimit_head`, then httparse on the delimited head), the one that says what is wrong. A
+/// head both ways accept is parsed the same by both.
+fn quick_request(buf: &[u8], limits: &Limits) -> Option<RequestParts> {
+    let window = &buf[..buf.len().min(limits.max_head)];
+    let parts = request_parts(window, limits).ok()??;
+    // Where the request line ends (after its LF): where the first field starts, or before the
+    // blank line.
+    let line_end = parts
+        .headers
+        .first()
+        .map_or(parts.len - 2, |h| h.name.start);
+    let fits = line_end - 1 <= limits.max_request_line + 1;
+    (parts.method.start == 0 && fits && lines_end_in_crlf(&window[..parts.len], &parts.headers))
+        .then_some(parts)
+}
+
+/// Whether every line of a head httparse read completely ends in CRLF: a field line ends where
+/// the next starts, the last before the blank line. (Only a line end can hold an LF in such a
+/// head, and a CR only before an LF.)
+fn lines_end_in_crlf(head: &[u8], headers: &[HeaderField]) -> bool {
+    head.ends_with(b"\r\n\r\n")
+        && headers
+            .iter()
+            .all(|h| head[..h.name.start].ends_with(b"\r\n"))
+}
+
+/// Runs httparse over `raw`: `Ok(None)` while the head is incomplete.
+fn request_parts(raw: &[u8], limits: &Limits) -> Result<Option<RequestParts>, HeadError> {
+    let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let mut req = httparse::Request::new(header_storage(&mut stack, &mut heap, limits));
-    check_parsed(req.parse(raw), end, limits)?;
+    let mut req = httparse::Request::new(&mut []);
+    let parsed = req.parse_with_uninit_headers(raw, header_storage(&mut stack, &mut heap, limits));
+    let Some(len) = complete(parsed, limits)? else {
+        return Ok(None);
+    };
     let base = raw.as_ptr() as usize;
     let method_str = req.method.unwrap_or_default();
     let method_start = method_str.as_ptr() as usize - base;
@@ -679,10 +733,32 @@ fn request_from(head: Bytes, limits: &Limits) -> Result<RequestHead, HeadError> 
     } else {
         Version::Http11
     };
-    let method = method_start..method_start + method_str.len();
-    let target = target_start..target_start + path.len();
-    let headers = collect_fields(raw, req.headers, limits)?;
-    // The head's bytes move into the fields; the checks below read them from there.
+    Ok(Some(RequestParts {
+        len,
+        method: method_start..method_start + method_str.len(),
+        target: target_start..target_start + path.len(),
+        version,
+        headers: collect_fields(&raw[..len], req.headers, limits)?,
+    }))
+}
+
+/// Parses a complete, delimited request head.
+fn request_from(head: Bytes, limits: &Limits) -> Result<RequestHead, HeadError> {
+    match request_parts(&head, limits)? {
+        Some(parts) if parts.len == head.len() => build_request(head, parts),
+        _ => Err(HeadError::Malformed { what: "CRLF" }),
+    }
+}
+
+/// The checks on a parsed request head beyond its syntax; the head's bytes move into it.
+fn build_request(head: Bytes, parts: RequestParts) -> Result<RequestHead, HeadError> {
+    let RequestParts {
+        method,
+        target,
+        version,
+        headers,
+        ..
+    } = parts;
     let fields = Fields { raw: head, headers };
     let hosts = fields.values("host").count();
     if (version == Version::Http11 && hosts != 1) || hosts > 1 {
@@ -796,6 +872,20 @@ fn check_expectations(fields: &Fields) -> Result<(), HeadError> {
 /// # Errors
 /// [`HeadError`] when the head can never become valid (the gateway answers `502`).
 pub fn parse_response_head(buf: &[u8], limits: &Limits) -> Result<Option<ResponseHead>, HeadError> {
+    if let Some(parts) = quick_response(buf, limits) {
+        return Ok(Some(build_response(
+            Bytes::copy_from_slice(&buf[..parts.len]),
+            parts,
+        )));
+    }
+    parse_response_head_carefully(buf, limits)
+}
+
+/// [`parse_response_head`] without the quick way (see [`parse_request_head_carefully`]).
+pub(super) fn parse_response_head_carefully(
+    buf: &[u8],
+    limits: &Limits,
+) -> Result<Option<ResponseHead>, HeadError> {
     let Some(end) = delimit_head(buf, limits, false)? else {
         return Ok(None);
     };
@@ -811,30 +901,75 @@ pub fn take_response_head(
     buf: &mut BytesMut,
     limits: &Limits,
 ) -> Result<Option<ResponseHead>, HeadError> {
+    if let Some(parts) = quick_response(buf, limits) {
+        return Ok(Some(build_response(
+            buf.split_to(parts.len).freeze(),
+            parts,
+        )));
+    }
     let Some(end) = delimit_head(buf, limits, false)? else {
         return Ok(None);
     };
     response_from(buf.split_to(end).freeze(), limits).map(Some)
 }
 
-/// Parses a complete, delimited response head.
-fn response_from(head: Bytes, limits: &Limits) -> Result<ResponseHead, HeadError> {
-    let raw: &[u8] = &head;
-    let end = raw.len();
-    let mut stack = [httparse::EMPTY_HEADER; STACK_HEADERS];
+/// A response head as httparse read it.
+struct ResponseParts {
+    len: usize,
+    status: u16,
+    version: Version,
+    headers: Vec<HeaderField>,
+}
+
+/// As [`quick_request`], for a response head.
+fn quick_response(buf: &[u8], limits: &Limits) -> Option<ResponseParts> {
+    let window = &buf[..buf.len().min(limits.max_head)];
+    let parts = response_parts(window, limits).ok()??;
+    (window.starts_with(b"HTTP/") && lines_end_in_crlf(&window[..parts.len], &parts.headers))
+        .then_some(parts)
+}
+
+/// Runs httparse over `raw`: `Ok(None)` while the head is incomplete.
+fn response_parts(raw: &[u8], limits: &Limits) -> Result<Option<ResponseParts>, HeadError> {
+    let mut stack = [const { MaybeUninit::uninit() }; STACK_HEADERS];
     let mut heap = Vec::new();
-    let mut resp = httparse::Response::new(header_storage(&mut stack, &mut heap, limits));
-    check_parsed(resp.parse(raw), end, limits)?;
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        raw,
+        header_storage(&mut stack, &mut heap, limits),
+    );
+    let Some(len) = complete(parsed, limits)? else {
+        return Ok(None);
+    };
     let version = if resp.version == Some(0) {
         Version::Http10
     } else {
         Version::Http11
     };
-    let status = resp.code.unwrap_or_default();
-    let headers = collect_fields(raw, resp.headers, limits)?;
-    Ok(ResponseHead {
-        fields: Fields { raw: head, headers },
-        status,
+    Ok(Some(ResponseParts {
+        len,
+        status: resp.code.unwrap_or_default(),
         version,
-    })
+        headers: collect_fields(&raw[..len], resp.headers, limits)?,
+    }))
+}
+
+/// Parses a complete, delimited response head.
+fn response_from(head: Bytes, limits: &Limits) -> Result<ResponseHead, HeadError> {
+    match response_parts(&head, limits)? {
+        Some(parts) if parts.len == head.len() => Ok(build_response(head, parts)),
+        _ => Err(HeadError::Malformed { what: "CRLF" }),
+    }
+}
+
+fn build_response(head: Bytes, parts: ResponseParts) -> ResponseHead {
+    ResponseHead {
+        fields: Fields {
+            raw: head,
+            headers: parts.headers,
+        },
+        status: parts.status,
+        version: parts.version,
+    }
 }

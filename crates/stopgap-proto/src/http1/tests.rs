@@ -342,6 +342,49 @@ fn head_ranges_point_at_raw_bytes() {
 }
 
 proptest::proptest! {
+    /// The quick way to a head (httparse over what arrived, then its line ends checked)
+    /// agrees with the careful way (line ends checked byte by byte, then httparse) on the head
+    /// or the error, for heads assembled from pieces with bare CRs and LFs, leading empty
+    /// lines, folding, spaces and cut-off ends among them.
+    #[test]
+    fn quick_and_careful_heads_agree(
+        lead in proptest::sample::select(vec!["", "", "", "\r\n", "\n", " "]),
+        first in proptest::sample::select(vec![
+            "GET /a HTTP/1.1", "POST /b?c=d HTTP/1.0", "HTTP/1.1 200 OK", "HTTP/1.0 404 Not Found",
+            "GET /a b HTTP/1.1", "HTTP/1.1 20 OK", "GET /a\rb HTTP/1.1",
+        ]),
+        first_end in proptest::sample::select(vec!["\r\n", "\r\n", "\n"]),
+        lines in proptest::collection::vec((
+            proptest::sample::select(vec![
+                "Host: x", "Host: y", "Content-Length: 3", " folded", "X: a\rb", "X: a\nb", "",
+                "Transfer-Encoding: chunked", "bad header", ":", "Expect: 100-continue", "Y:  z ",
+            ]),
+            proptest::sample::select(vec!["\r\n", "\r\n", "\r\n", "\n", "\r", ""]),
+        ), 0..6),
+        end in proptest::sample::select(vec!["\r\n", "\r\n", "\n", "\r", "", "\r\nbody"]),
+        max_request_line in 8usize..40,
+        max_head in 16usize..120,
+    ) {
+        let mut text = format!("{lead}{first}{first_end}");
+        for (line, term) in lines {
+            text.push_str(line);
+            text.push_str(term);
+        }
+        text.push_str(end);
+        let bytes = text.into_bytes();
+        let limits = Limits { max_request_line, max_head, ..Limits::default() };
+        for limits in [Limits::default(), limits] {
+            proptest::prop_assert_eq!(
+                super::parser::parse_request_head(&bytes, &limits),
+                super::parser::parse_request_head_carefully(&bytes, &limits)
+            );
+            proptest::prop_assert_eq!(
+                super::parser::parse_response_head(&bytes, &limits),
+                super::parser::parse_response_head_carefully(&bytes, &limits)
+            );
+        }
+    }
+
     /// A benign request split at any two points yields the same events as the whole.
     #[test]
     fn any_split_gives_same_events(a in 0usize..200, b in 0usize..200, body in "[a-z]{0,40}") {
