@@ -619,8 +619,9 @@ impl SnapshotCache {
     }
 }
 
-/// Byte pieces for one side of a connection, written together with one vectored write
-/// (`writev`): no copy, one system call where the kernel takes it all.
+/// Byte pieces for one side of a connection, written together with one system call where the
+/// kernel takes it all: one piece, or small pieces joined, with `send`; larger rounds with one
+/// vectored write (`writev`), without a copy.
 #[derive(Default)]
 struct Gather {
     parts: Vec<Bytes>,
@@ -1079,4 +1080,111 @@ async fn handle_connection(
     }
     let _ = client_w.shutdown().await;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::pin::Pin;
+    use std::task::{Context, Poll};
+
+    /// A writer that takes at most `step` bytes per call, to exercise the partial-write loops,
+    /// and counts its calls.
+    struct Trickle {
+        got: Vec<u8>,
+        step: usize,
+        calls: usize,
+    }
+
+    impl AsyncWrite for Trickle {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<std::io::Result<usize>> {
+            let n = buf.len().min(self.step);
+            self.got.extend_from_slice(&buf[..n]);
+            self.calls += 1;
+            Poll::Ready(Ok(n))
+        }
+        fn poll_write_vectored(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            bufs: &[std::io::IoSlice<'_>],
+        ) -> Poll<std::io::Result<usize>> {
+            let mut n = 0;
+            for buf in bufs {
+                let take = buf.len().min(self.step - n);
+                self.got.extend_from_slice(&buf[..take]);
+                n += take;
+                if n == self.step {
+                    break;
+                }
+            }
+            self.calls += 1;
+            Poll::Ready(Ok(n))
+        }
+        fn is_write_vectored(&self) -> bool {
+            true
+        }
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    fn write_round(pieces: &[&[u8]], step: usize) -> (Vec<u8>, usize) {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let mut gather = Gather::default();
+        for p in pieces {
+            gather.push(Bytes::copy_from_slice(p));
+        }
+        let mut w = Trickle {
+            got: Vec::new(),
+            step,
+            calls: 0,
+        };
+        rt.block_on(gather.write_to(&mut w)).unwrap();
+        assert!(gather.is_empty(), "a written round leaves nothing behind");
+        (w.got, w.calls)
+    }
+
+    #[test]
+    fn every_round_is_written_whole_and_in_order() {
+        let big = vec![b'x'; JOIN_UP_TO + 1];
+        let nine: Vec<&[u8]> = (0..9).map(|_| &b"0123456789"[..]).collect();
+        let rounds: Vec<Vec<&[u8]>> = vec![
+            vec![b"only one piece"],
+            vec![b"HTTP/1.1 200 OK\r\n\r\n", b"", b"body"],
+            vec![b"head\r\n\r\n", &big, b"tail"],
+            nine,
+        ];
+        for pieces in rounds {
+            let want = pieces.concat();
+            for step in [1, 7, usize::MAX] {
+                let (got, _) = write_round(&pieces, step);
+                assert_eq!(
+                    got,
+                    want,
+                    "pieces {} written {step} bytes at a time",
+                    pieces.len()
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn small_pieces_are_joined_into_one_write() {
+        let (_, calls) = write_round(&[b"head\r\n\r\n", b"body", b"more"], usize::MAX);
+        assert_eq!(calls, 1);
+        // Nine pieces past the limit: one vectored call takes eight of them, a second the rest.
+        let big = vec![b'y'; JOIN_UP_TO];
+        let pieces: Vec<&[u8]> = (0..9).map(|_| &big[..]).collect();
+        let (got, calls) = write_round(&pieces, usize::MAX);
+        assert_eq!((got.len(), calls), (9 * JOIN_UP_TO, 2));
+    }
 }
