@@ -1,5 +1,5 @@
 //! End-to-end hardening: head limits and request ambiguities, timeouts (slowloris, idle, silent
-//! upstream), connection limits, the inspection memory budget, attacker escalation, and a panic
+//! upstream, an upstream that never completes the connect), connection limits, the inspection memory budget, attacker escalation, and a panic
 //! in one connection's inspection contained to it under either failure policy.
 
 use std::io::{Read, Write};
@@ -487,4 +487,56 @@ fn each_limit_and_ambiguity_gets_its_status_an_audit_event_and_nothing_forwarded
     );
     // The gateway still serves.
     assert!(exchange(&mut gw.connect(), GET).starts_with("HTTP/1.1 200 "));
+}
+
+/// An upstream that never completes a connection: a listener with a backlog of one whose
+/// queue is filled by two connections it never accepts, so the kernel drops further SYNs and a
+/// connect hangs, as to a black-holed address (on loopback, where nothing else can be).
+fn black_hole() -> (
+    u16,
+    tokio::runtime::Runtime,
+    tokio::net::TcpListener,
+    Vec<TcpStream>,
+) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .unwrap();
+    let listener = rt.block_on(async {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+        socket.listen(1).unwrap()
+    });
+    let port = listener.local_addr().unwrap().port();
+    let queued: Vec<TcpStream> = (0..2)
+        .map(|_| TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    (port, rt, listener, queued)
+}
+
+#[test]
+fn an_upstream_that_never_answers_the_connect_gets_502_after_the_connect_timeout() {
+    let (hole, _rt, _listener, _queued) = black_hole();
+    // The hole really is one: a third connect does not complete within a second.
+    let probe = std::net::SocketAddr::from(([127, 0, 0, 1], hole));
+    assert!(
+        TcpStream::connect_timeout(&probe, Duration::from_secs(1)).is_err(),
+        "the listener's queue should be full"
+    );
+    let gw = Gw::start(hole, "connect_timeout_ms = 300", "", &[]);
+    let mut s = gw.connect();
+    let t = Instant::now();
+    let reply = exchange(&mut s, GET);
+    assert!(reply.starts_with("HTTP/1.1 502 "), "{reply}");
+    assert!(
+        t.elapsed() < Duration::from_secs(5),
+        "answered after the 300 ms connect timeout, not the kernel's own (over a minute)"
+    );
+    let events = gw.events();
+    let error = events
+        .iter()
+        .find(|e| e["event"] == "upstream_error")
+        .unwrap_or_else(|| panic!("no upstream_error event: {events:?}"));
+    let detail = error["detail"].as_str().unwrap_or_default();
+    assert!(detail.contains("timed out"), "{detail}");
 }
