@@ -198,6 +198,8 @@ enum Pending {
         /// The request asked to switch protocols (`Connection: upgrade` with `Upgrade`); a
         /// `101` to any other request is refused, not tunnelled.
         upgrade_asked: bool,
+        /// The client asked to keep the connection open after this exchange.
+        keep_alive: bool,
         request_no: u64,
         request: Option<Box<(RequestHead, Arc<PatchSet>)>>,
     },
@@ -241,6 +243,9 @@ pub struct FlowInspector {
     out: VecDeque<Output>,
     requests: u64,
     upstream_down: Option<String>,
+    /// The last exchange left the server connection open for another request (see
+    /// [`FlowInspector::server_closed_between_messages`]).
+    reusable: bool,
     hits: Vec<bool>,
     sent_continue: bool,
     banners: Vec<(BannerKind, String)>,
@@ -261,6 +266,7 @@ impl FlowInspector {
             out: VecDeque::new(),
             requests: 0,
             upstream_down: None,
+            reusable: false,
             hits: Vec::new(),
             sent_continue: false,
             banners: Vec::new(),
@@ -371,6 +377,32 @@ impl FlowInspector {
             Side::Client => self.client_data(data, snapshot),
             Side::Server => self.server_data(data),
         }
+    }
+
+    /// The server closed its connection when it owed nothing: no request forwarded and
+    /// unanswered, no response part-way, and the last exchange meant to keep the connection
+    /// (an idle keep-alive connection timed out at the server, or the server restarted).
+    /// Returns `true` when the client's connection can go on with a new server connection
+    /// (the caller connects before it forwards anything more); `false` when the close ends
+    /// the flow, and the caller reports it with [`FlowInspector::handle_eof`].
+    pub fn server_closed_between_messages(&mut self) -> bool {
+        let owed = self
+            .pending
+            .iter()
+            .any(|p| matches!(p, Pending::Upstream { .. }));
+        let open = matches!(
+            self.req,
+            ReqState::Head | ReqState::Body { .. } | ReqState::Buffer(_)
+        );
+        if !self.reusable || owed || !open || !matches!(self.resp, RespState::Head) {
+            return false;
+        }
+        if !self.server_buf.is_empty() {
+            // Bytes nobody asked for, then the close: as bad as ever.
+            return false;
+        }
+        self.reusable = false;
+        true
     }
 
     /// `side` closed its sending direction.
@@ -927,6 +959,7 @@ impl FlowInspector {
             swallow_continue: std::mem::take(&mut self.sent_continue),
             upgrade_asked: head.has_token("connection", "upgrade")
                 && head.header_values("upgrade").next().is_some(),
+            keep_alive: head.keep_alive(),
             request_no: self.requests - 1,
             request: keep_request.then(|| Box::new((head, snapshot.clone()))),
         });
@@ -1088,6 +1121,7 @@ impl FlowInspector {
                         is_head,
                         swallow_continue,
                         upgrade_asked,
+                        keep_alive,
                         ..
                     }) = self.pending.front()
                     else {
@@ -1097,8 +1131,8 @@ impl FlowInspector {
                         self.close();
                         return;
                     };
-                    let (is_head, swallow_continue, upgrade_asked) =
-                        (*is_head, *swallow_continue, *upgrade_asked);
+                    let (is_head, swallow_continue, upgrade_asked, request_keep_alive) =
+                        (*is_head, *swallow_continue, *upgrade_asked, *keep_alive);
                     let head = match take_response_head(&mut self.server_buf, &self.config.limits) {
                         Ok(None) => return,
                         Ok(Some(h)) => h,
@@ -1139,6 +1173,12 @@ impl FlowInspector {
                             return;
                         }
                     };
+                    // Both sides meant to keep the connection, and the body has an end of its
+                    // own: if the server closes after this exchange, it closed an idle
+                    // connection, not this response.
+                    self.reusable = request_keep_alive
+                        && head.keep_alive()
+                        && !matches!(framing, Framing::UntilClose);
                     let forward = self.on_response_head(&head, raw);
                     let decoder = BodyDecoder::new(framing, &self.config.limits);
                     if decoder.is_done() {

@@ -66,6 +66,17 @@ impl Session {
         }
     }
 
+    /// The server closed its connection while it owed nothing, after an exchange that meant to
+    /// keep it: `true` when the flow can go on over a new server connection (HTTP only; an FTP
+    /// or SMTP session lives and dies with its server connection). See
+    /// [`FlowInspector::server_closed_between_messages`].
+    pub fn server_closed_between_messages(&mut self) -> bool {
+        match self {
+            Self::Http(i) => i.server_closed_between_messages(),
+            Self::Ftp(_) | Self::Smtp(_) => false,
+        }
+    }
+
     /// `side` closed its sending direction.
     pub fn handle_eof(&mut self, side: Side) {
         match self {

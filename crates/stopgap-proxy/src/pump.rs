@@ -619,6 +619,23 @@ impl SnapshotCache {
     }
 }
 
+/// A new connection to the listener's upstream, or why there is none (refused, timed out).
+async fn connect_upstream(settings: &ListenerSettings) -> Result<TcpStream, String> {
+    match tokio::time::timeout(
+        settings.connect_timeout,
+        TcpStream::connect(settings.upstream),
+    )
+    .await
+    {
+        Ok(Ok(s)) => {
+            let _ = s.set_nodelay(true);
+            Ok(s)
+        }
+        Ok(Err(e)) => Err(format!("connect to {}: {e}", settings.upstream)),
+        Err(_) => Err(format!("connect to {}: timed out", settings.upstream)),
+    }
+}
+
 /// Byte pieces for one side of a connection, written together with one system call where the
 /// kernel takes it all: one piece, or small pieces joined, with `send`; larger rounds with one
 /// vectored write (`writev`), without a copy.
@@ -757,22 +774,10 @@ async fn handle_connection(
     let mut draining = drain.is_set();
     let drained = async move { drain.wait().await };
     tokio::pin!(drained);
-    let server = match tokio::time::timeout(
-        settings.connect_timeout,
-        TcpStream::connect(settings.upstream),
-    )
-    .await
-    {
-        Ok(Ok(s)) => {
-            let _ = s.set_nodelay(true);
-            Some(s)
-        }
-        Ok(Err(e)) => {
-            insp.upstream_failed(&format!("connect to {}: {e}", settings.upstream));
-            None
-        }
-        Err(_) => {
-            insp.upstream_failed(&format!("connect to {}: timed out", settings.upstream));
+    let server = match connect_upstream(&settings).await {
+        Ok(s) => Some(s),
+        Err(reason) => {
+            insp.upstream_failed(&reason);
             None
         }
     };
@@ -793,6 +798,8 @@ async fn handle_connection(
     let mut cbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut sbuf = BytesMut::with_capacity(READ_BUFFER);
     let mut client_open = true;
+    // The server closed an idle keep-alive connection: the client's next bytes bring a new one.
+    let mut reconnect = false;
     let mut shutdown_server_when_idle = false;
     let mut last_client = Instant::now();
     let mut last_server = Instant::now();
@@ -878,6 +885,17 @@ async fn handle_connection(
                         }
                     }
                     Ok(n) => {
+                        if std::mem::take(&mut reconnect) {
+                            match connect_upstream(&settings).await {
+                                Ok(s) => {
+                                    let (r, w) = s.into_split();
+                                    (server_r, server_w) = (Some(r), Some(w));
+                                    last_server = Instant::now();
+                                }
+                                // Whatever the client sends is answered 502 now.
+                                Err(reason) => insp.upstream_failed(&reason),
+                            }
+                        }
                         let read_at = Instant::now();
                         if let Some((_, bytes)) = message.as_mut() {
                             *bytes += n as u64;
@@ -914,7 +932,15 @@ async fn handle_connection(
                 match r {
                     Ok(0) | Err(_) => {
                         server_r = None;
-                        insp.handle_eof(Side::Server);
+                        if client_open && insp.server_closed_between_messages() {
+                            // An idle keep-alive connection closed by the server (its own idle
+                            // timeout, a restart): the client's connection goes on, and the
+                            // next request goes over a new server connection.
+                            server_w = None;
+                            reconnect = true;
+                        } else {
+                            insp.handle_eof(Side::Server);
+                        }
                     }
                     Ok(n) => {
                         last_server = Instant::now();

@@ -540,3 +540,80 @@ fn an_upstream_that_never_answers_the_connect_gets_502_after_the_connect_timeout
     let detail = error["detail"].as_str().unwrap_or_default();
     assert!(detail.contains("timed out"), "{detail}");
 }
+
+/// An upstream that answers one request per connection with 200 `ok` and then closes it,
+/// saying so with `Connection: close` or not (as a server whose keep-alive timeout ran out
+/// right after the exchange would); counts the connections it accepted.
+fn one_shot_upstream(say_close: bool) -> (u16, Arc<AtomicU64>) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let accepted = Arc::new(AtomicU64::new(0));
+    let a = accepted.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut s) = stream else { continue };
+            a.fetch_add(1, Ordering::SeqCst);
+            let mut got = Vec::new();
+            let mut chunk = [0u8; 4096];
+            while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+                match s.read(&mut chunk) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => got.extend_from_slice(&chunk[..n]),
+                }
+            }
+            let close = if say_close {
+                "Connection: close\r\n"
+            } else {
+                ""
+            };
+            let _ = write!(s, "HTTP/1.1 200 OK\r\n{close}Content-Length: 2\r\n\r\nok");
+        }
+    });
+    (port, accepted)
+}
+
+#[test]
+fn a_server_closing_an_idle_keep_alive_connection_does_not_end_the_clients() {
+    let (up, accepted) = one_shot_upstream(false);
+    let gw = Gw::start(up, "", "", &[]);
+    // (The start-up probe's connection had its own server connection.)
+    std::thread::sleep(Duration::from_millis(200));
+    let before = accepted.load(Ordering::SeqCst);
+    let mut s = gw.connect();
+    for round in 1..=3 {
+        assert!(exchange(&mut s, GET).ends_with("ok"), "request {round}");
+        // Let the server's close reach the gateway before the next request.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(
+        accepted.load(Ordering::SeqCst) - before,
+        3,
+        "one server connection per request"
+    );
+
+    // A server that said it closes: the client's connection closes after that response.
+    let (up, _) = one_shot_upstream(true);
+    let gw = Gw::start(up, "", "", &[]);
+    let mut s = gw.connect();
+    s.write_all(GET).unwrap();
+    let all = read_until_closed(&mut s);
+    assert!(all.ends_with("ok"), "{all}");
+    // A client that asked to close: likewise, whatever the server does.
+    let (up, _) = one_shot_upstream(false);
+    let gw = Gw::start(up, "", "", &[]);
+    let mut s = gw.connect();
+    s.write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .unwrap();
+    let all = read_until_closed(&mut s);
+    assert!(all.ends_with("ok"), "{all}");
+}
+
+/// Everything until the gateway closes the connection, which it must do within 3 s.
+fn read_until_closed(s: &mut TcpStream) -> String {
+    s.set_read_timeout(Some(Duration::from_secs(3))).unwrap();
+    let mut out = Vec::new();
+    let closed = s.read_to_end(&mut out);
+    let text = String::from_utf8_lossy(&out).into_owned();
+    assert!(closed.is_ok(), "still open after: {text}");
+    text
+}
