@@ -246,7 +246,11 @@ impl Fields {
     fn values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a [u8]> + 'a {
         self.headers
             .iter()
-            .filter(move |h| self.raw[h.name.clone()].eq_ignore_ascii_case(name.as_bytes()))
+            .filter(move |h| {
+                // Lengths first: most fields are told apart without reading their names.
+                h.name.len() == name.len()
+                    && self.raw[h.name.clone()].eq_ignore_ascii_case(name.as_bytes())
+            })
             .map(move |h| &self.raw[h.value.clone()])
     }
 

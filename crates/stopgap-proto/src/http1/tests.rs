@@ -486,3 +486,36 @@ fn taking_a_head_leaves_the_rest_and_parses_as_a_copy_does() {
     assert_eq!(head.status, 204);
     assert_eq!(&resp[..], b"HTTP/1.1");
 }
+
+/// Header lookups find every value of a name, in order and in any case, among fields of
+/// other names (of the same length too), and an absent name is absent.
+#[test]
+fn known_header_lookups_find_every_value() {
+    let raw = b"HTTP/1.1 200 OK\r\nX-A: 1\r\nconnection: keep-alive\r\nSERVER: one\r\n\
+                X-B: 2\r\nConnection: Upgrade, close\r\nContent-Length: 0\r\nServer: two\r\n\r\n";
+    let head = parse_response_head(raw, &Limits::default())
+        .unwrap()
+        .unwrap();
+    let values = |name| {
+        head.header_values(name)
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(values("connection"), ["keep-alive", "Upgrade, close"]);
+    assert_eq!(values("Server"), ["one", "two"]);
+    assert_eq!(values("content-length"), ["0"]);
+    assert_eq!(values("x-b"), ["2"]);
+    assert!(values("x-powered-by").is_empty());
+    assert!(values("transfer-encoding").is_empty());
+    assert!(!head.keep_alive(), "close among the Connection tokens");
+    let request = parse_request_head(
+        b"GET / HTTP/1.1\r\nAccept: */*\r\nhOsT: a\r\n\r\n",
+        &Limits::default(),
+    );
+    assert!(request.unwrap().is_some(), "Host found after another field");
+    let two_hosts = parse_request_head(
+        b"GET / HTTP/1.1\r\nHost: a\r\nAccept: */*\r\nHOST: b\r\n\r\n",
+        &Limits::default(),
+    );
+    assert!(two_hosts.is_err(), "the second Host is found too");
+}
