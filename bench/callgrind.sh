@@ -32,10 +32,10 @@ for _ in $(seq 100); do
   curl -sf -o /dev/null "http://127.0.0.1:$gateway/index.html" && break
   sleep 0.3
 done
-callgrind_control -z "$gw" >/dev/null
+callgrind_control -z "$gw" >/dev/null 2>&1
 requests=$(taskset -c 1 wrk -t1 -c10 -d"${secs}s" "http://127.0.0.1:$gateway/index.html" |
   awk '/requests in/ {print $1}')
-callgrind_control -d "$gw" >/dev/null
+callgrind_control -d "$gw" >/dev/null 2>&1
 kill "$gw"; wait "$gw" 2>/dev/null || true
 total=$(callgrind_annotate target/callgrind.out.1 2>/dev/null | awk '/PROGRAM TOTALS/ {gsub(",", "", $1); print $1}')
 echo "requests: $requests, instructions: $total, per request: $((total / requests))"

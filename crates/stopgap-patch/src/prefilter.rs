@@ -10,7 +10,7 @@
 //! in is one automaton pass over its head and a few passes over its body, however many patches
 //! are applied.
 
-use aho_corasick::{AhoCorasick, AhoCorasickBuilder, AhoCorasickKind, MatchKind};
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex_syntax::hir::literal::{ExtractKind, Extractor};
 
 use crate::expr::{CmpOp, Expr, Field, FieldKind, Func, Operand};
@@ -278,7 +278,7 @@ fn regex_literals(pattern: &str) -> Option<Literals> {
 /// those in a long urlencoded body, while memchr finds whether each occurs at memory speed.
 #[derive(Debug, Clone)]
 pub struct Prefilter {
-    automaton: Option<AhoCorasick>,
+    automaton: Option<Matcher>,
     /// For each automaton pattern, the patch index it belongs to.
     owner: Vec<usize>,
     /// Single-byte literals (both cases of a letter), each with the patches it belongs to.
@@ -349,15 +349,7 @@ impl Prefilter {
         let automaton = if patterns.is_empty() {
             None
         } else {
-            // A DFA takes one table lookup per byte (the default NFA several) but grows with
-            // the patterns: it is used up to a library-sized set.
-            let kind = (patterns.len() <= DFA_MAX_PATTERNS).then_some(AhoCorasickKind::DFA);
-            let built = AhoCorasickBuilder::new()
-                .ascii_case_insensitive(true)
-                .match_kind(MatchKind::Standard)
-                .kind(kind)
-                .build(&patterns)
-                .ok();
+            let built = Matcher::build(&patterns);
             if built.is_none() {
                 // Without an automaton every patch is evaluated: slower, never wrong.
                 unfiltered = (0..sets.len()).collect();
@@ -477,10 +469,21 @@ impl Prefilter {
     }
 
     fn mark_automaton(&self, haystacks: &[&[u8]], hits: &mut [bool]) {
-        if let Some(ac) = &self.automaton {
-            for hay in haystacks {
-                for m in ac.find_overlapping_iter(*hay) {
-                    hits[self.owner[m.pattern().as_usize()]] = true;
+        match &self.automaton {
+            None => {}
+            Some(Matcher::Dfa(dfa)) => {
+                for hay in haystacks {
+                    if !mark_dfa(dfa, hay, &self.owner, hits) {
+                        // Cannot happen for an unanchored DFA; never wrong if it did.
+                        hits.fill(true);
+                    }
+                }
+            }
+            Some(Matcher::General(ac)) => {
+                for hay in haystacks {
+                    for m in ac.find_overlapping_iter(*hay) {
+                        hits[self.owner[m.pattern().as_usize()]] = true;
+                    }
                 }
             }
         }
@@ -491,6 +494,60 @@ impl Prefilter {
     pub fn unfiltered_count(&self) -> usize {
         self.unfiltered.len()
     }
+}
+
+/// The automaton over the literals of two bytes or more (ASCII case-insensitive, every match
+/// reported, overlapping ones too).
+#[derive(Debug, Clone)]
+enum Matcher {
+    /// Up to a library-sized set: a DFA walked here, one table lookup per byte with the
+    /// automaton's type known (the general searcher calls it through a trait object, a call
+    /// per byte).
+    Dfa(Box<aho_corasick::dfa::DFA>),
+    /// Larger sets, whose DFA would grow too large: the crate's searcher picks the automaton.
+    General(AhoCorasick),
+}
+
+impl Matcher {
+    fn build(patterns: &[Vec<u8>]) -> Option<Self> {
+        if patterns.len() <= DFA_MAX_PATTERNS {
+            let dfa = aho_corasick::dfa::DFA::builder()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                // The walk below has no use for a prefilter; without one, only match states
+                // are special.
+                .prefilter(false)
+                .build(patterns);
+            if let Ok(dfa) = dfa {
+                return Some(Self::Dfa(Box::new(dfa)));
+            }
+        }
+        AhoCorasickBuilder::new()
+            .ascii_case_insensitive(true)
+            .match_kind(MatchKind::Standard)
+            .build(patterns)
+            .ok()
+            .map(Self::General)
+    }
+}
+
+/// Marks the owner of every pattern that occurs in `hay`, overlapping occurrences included:
+/// the DFA's state after each byte carries every pattern that ends there. `false` when the
+/// DFA has no unanchored start (it is always built with one).
+fn mark_dfa(dfa: &aho_corasick::dfa::DFA, hay: &[u8], owner: &[usize], hits: &mut [bool]) -> bool {
+    use aho_corasick::automaton::Automaton;
+    let Ok(mut sid) = dfa.start_state(aho_corasick::Anchored::No) else {
+        return false;
+    };
+    for &byte in hay {
+        sid = dfa.next_state(aho_corasick::Anchored::No, sid, byte);
+        if dfa.is_special(sid) && dfa.is_match(sid) {
+            for i in 0..dfa.match_len(sid) {
+                hits[owner[dfa.match_pattern(sid, i).as_usize()]] = true;
+            }
+        }
+    }
+    true
 }
 
 /// Chooses, for each longer literal that can occur in a body, one of its bytes to look for
@@ -938,5 +995,33 @@ mod tests {
         // ... but head and body together are long enough, and its literal is in the head.
         pf.candidates_with_body(head, Some(&head_hits), &[b'z'; 200], &mut hits);
         assert_eq!(hits, vec![true]);
+    }
+
+    proptest::proptest! {
+        /// The DFA walk marks exactly the patterns the crate's overlapping search finds, in
+        /// any case, with patterns that overlap, nest and share prefixes and suffixes.
+        #[test]
+        fn dfa_walk_finds_what_the_overlapping_search_finds(
+            patterns in proptest::collection::vec("[abAB%]{2,4}", 1..12),
+            hay in "[abAB%c]{0,40}",
+        ) {
+            let patterns: Vec<Vec<u8>> = patterns.into_iter().map(String::into_bytes).collect();
+            let owner: Vec<usize> = (0..patterns.len()).collect();
+            let Some(Matcher::Dfa(dfa)) = Matcher::build(&patterns) else {
+                panic!("a small set is built as a DFA");
+            };
+            let general = AhoCorasickBuilder::new()
+                .ascii_case_insensitive(true)
+                .match_kind(MatchKind::Standard)
+                .build(&patterns)
+                .unwrap();
+            let mut want = vec![false; patterns.len()];
+            for m in general.find_overlapping_iter(hay.as_bytes()) {
+                want[m.pattern().as_usize()] = true;
+            }
+            let mut got = vec![false; patterns.len()];
+            proptest::prop_assert!(mark_dfa(&dfa, hay.as_bytes(), &owner, &mut got));
+            proptest::prop_assert_eq!(got, want);
+        }
     }
 }
