@@ -118,7 +118,11 @@ impl MemoryBudget {
     /// Moves a connection's share from `before` to `after`; `false` when the budget is
     /// exceeded.
     fn update(&self, before: usize, after: usize) -> bool {
-        if after >= before {
+        if after == before {
+            // Nothing held or given back (most reads): no shared counter to touch, and not
+            // this connection that exceeds the budget.
+            true
+        } else if after > before {
             let total = self.used.fetch_add(after - before, Ordering::AcqRel) + (after - before);
             total <= self.limit
         } else {
