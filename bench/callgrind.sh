@@ -17,7 +17,7 @@ install_missing wrk=wrk /usr/sbin/nginx=nginx-light valgrind=valgrind curl=curl
 cargo build --release -q
 
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; sleep 0.3; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
 backend=18121 gateway=18122
 mkdir -p "$work/www"
 printf 'hello, benchmark\n' > "$work/www/index.html"

@@ -16,7 +16,7 @@ install_missing wrk=wrk /usr/sbin/nginx=nginx-light curl=curl bc=bc
 cargo build --release -q
 
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; sleep 0.3; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
 backend=18111 gateway=18113 admin=18114
 mkdir -p "$work/www"
 printf 'hello, benchmark\n' > "$work/www/index.html"

@@ -15,7 +15,7 @@ install_missing wrk=wrk /usr/sbin/nginx=nginx-light bc=bc
 cargo build --release -q
 
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; sleep 0.3; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; sleep 0.3; rm -rf "$work"' EXIT
 backend=18101 nginxproxy=18102 gateway=18103
 mkdir -p "$work/www"
 printf 'hello, benchmark\n' > "$work/www/index.html"

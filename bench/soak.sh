@@ -17,7 +17,7 @@ install_missing /usr/sbin/nginx=nginx-light
 cargo build --release -q
 
 work=$(mktemp -d)
-trap 'kill $(jobs -p) 2>/dev/null; rm -rf "$work"' EXIT
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 backend=18211 gateway=18213 admin=18214
 mkdir -p "$work/www"
 printf 'hello, soak\n' > "$work/www/index.html"
