@@ -243,8 +243,10 @@ pub struct FlowInspector {
     out: VecDeque<Output>,
     requests: u64,
     upstream_down: Option<String>,
-    /// The last exchange left the server connection open for another request (see
-    /// [`FlowInspector::server_closed_between_messages`]).
+    /// The server connection may be replaced if the server closes it between messages (see
+    /// [`FlowInspector::server_closed_between_messages`]): the first one from the start, a
+    /// replacement once an exchange over it left it open (so a server that closes every new
+    /// connection costs one reconnect per exchange, not one per read).
     reusable: bool,
     hits: Vec<bool>,
     sent_continue: bool,
@@ -266,7 +268,7 @@ impl FlowInspector {
             out: VecDeque::new(),
             requests: 0,
             upstream_down: None,
-            reusable: false,
+            reusable: true,
             hits: Vec::new(),
             sent_continue: false,
             banners: Vec::new(),
@@ -380,8 +382,9 @@ impl FlowInspector {
     }
 
     /// The server closed its connection when it owed nothing: no request forwarded and
-    /// unanswered, no response part-way, and the last exchange meant to keep the connection
-    /// (an idle keep-alive connection timed out at the server, or the server restarted).
+    /// unanswered, no response part-way, and the last exchange, if any, meant to keep the
+    /// connection (an idle keep-alive connection timed out at the server, or the server
+    /// restarted).
     /// Returns `true` when the client's connection can go on with a new server connection
     /// (the caller connects before it forwards anything more); `false` when the close ends
     /// the flow, and the caller reports it with [`FlowInspector::handle_eof`].

@@ -545,6 +545,12 @@ fn an_upstream_that_never_answers_the_connect_gets_502_after_the_connect_timeout
 /// saying so with `Connection: close` or not (as a server whose keep-alive timeout ran out
 /// right after the exchange would); counts the connections it accepted.
 fn one_shot_upstream(say_close: bool) -> (u16, Arc<AtomicU64>) {
+    one_shot_upstream_with(say_close, None)
+}
+
+/// As [`one_shot_upstream`]; with `idle_close`, a connection that brings no request within
+/// that time is closed unanswered (a server's own idle timeout).
+fn one_shot_upstream_with(say_close: bool, idle_close: Option<Duration>) -> (u16, Arc<AtomicU64>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let accepted = Arc::new(AtomicU64::new(0));
@@ -553,6 +559,7 @@ fn one_shot_upstream(say_close: bool) -> (u16, Arc<AtomicU64>) {
         for stream in listener.incoming() {
             let Ok(mut s) = stream else { continue };
             a.fetch_add(1, Ordering::SeqCst);
+            let _ = s.set_read_timeout(idle_close);
             let mut got = Vec::new();
             let mut chunk = [0u8; 4096];
             while !got.windows(4).any(|w| w == b"\r\n\r\n") {
@@ -560,6 +567,9 @@ fn one_shot_upstream(say_close: bool) -> (u16, Arc<AtomicU64>) {
                     Ok(0) | Err(_) => break,
                     Ok(n) => got.extend_from_slice(&chunk[..n]),
                 }
+            }
+            if got.is_empty() {
+                continue; // idle: closed unanswered
             }
             let close = if say_close {
                 "Connection: close\r\n"
@@ -590,6 +600,16 @@ fn a_server_closing_an_idle_keep_alive_connection_does_not_end_the_clients() {
         3,
         "one server connection per request"
     );
+
+    // A server that closes a connection no request came over (the gateway opens it when the
+    // client connects): the client's first request goes over a new one.
+    let (up, accepted) = one_shot_upstream_with(false, Some(Duration::from_millis(150)));
+    let gw = Gw::start(up, "", "", &[]);
+    let mut s = gw.connect();
+    std::thread::sleep(Duration::from_millis(500));
+    let before = accepted.load(Ordering::SeqCst);
+    assert!(exchange(&mut s, GET).ends_with("ok"));
+    assert_eq!(accepted.load(Ordering::SeqCst) - before, 1);
 
     // A server that said it closes: the client's connection closes after that response.
     let (up, _) = one_shot_upstream(true);
