@@ -1,5 +1,6 @@
 //! End-to-end hardening: head limits and request ambiguities, timeouts (slowloris, idle, silent
-//! upstream, an upstream that never completes the connect), connection limits, the inspection memory budget, attacker escalation, and a panic
+//! upstream, an upstream that never completes the connect), a server closing idle connections,
+//! connection limits, the inspection memory budget, attacker escalation, and a panic
 //! in one connection's inspection contained to it under either failure policy.
 
 use std::io::{Read, Write};
