@@ -666,18 +666,20 @@ impl Gather {
     }
 
     async fn write_to<W: AsyncWrite + Unpin>(&mut self, w: &mut W) -> std::io::Result<()> {
-        if self.parts.len() == 1 {
-            w.write_all(&self.parts[0]).await?;
-            self.parts.clear();
-            return Ok(());
-        }
-        let total: usize = self.parts.iter().map(Bytes::len).sum();
-        if total <= JOIN_UP_TO {
-            self.joined.clear();
-            for part in &self.parts {
-                self.joined.extend_from_slice(part);
+        // One buffer for the whole round when there is one piece, or small ones to join.
+        let whole: Option<&[u8]> = match self.parts.as_slice() {
+            [one] => Some(one),
+            parts if parts.iter().map(Bytes::len).sum::<usize>() <= JOIN_UP_TO => {
+                self.joined.clear();
+                for part in parts {
+                    self.joined.extend_from_slice(part);
+                }
+                Some(&self.joined)
             }
-            w.write_all(&self.joined).await?;
+            _ => None,
+        };
+        if let Some(bytes) = whole {
+            w.write_all(bytes).await?;
             self.parts.clear();
             return Ok(());
         }
