@@ -9,6 +9,7 @@ connections) on CPU 1. Loopback only. Each figure is the median of --runs runs; 
 workload are interleaved between the peers (see `interleaved`).
 """
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -269,18 +270,13 @@ def interleaved(targets, workload, secs, runs, work):
     every peer alike instead of on whichever happened to run last. Medians per target."""
     names = list(targets)
     samples = {n: [] for n in names}
-    peaks = {n: Peak(pid) for n, (_, pid) in targets.items()}
-    for p in peaks.values():
-        p.__enter__()
-    try:
+    with contextlib.ExitStack() as stack:
+        peaks = {n: stack.enter_context(Peak(pid)) for n, (_, pid) in targets.items()}
         for r in range(runs):
             k = r % len(names)
             for n in names[k:] + names[:k]:
                 port, pid = targets[n]
                 samples[n].append(run_once(port, workload, secs, work, pid))
-    finally:
-        for p in peaks.values():
-            p.__exit__()
     out = {}
     for n in names:
         rs = samples[n]
